@@ -1,0 +1,38 @@
+# The two commands a new machine needs: `make run` and `make test` (README).
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+# PostgreSQL and Redis for the second test pass (production-like); CI starts them.
+TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/recsite
+TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
+
+.PHONY: install run test test-embedded test-postgres constraints clean
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[test]'
+	touch $@
+
+install: $(VENV)/.installed
+
+run: install
+	$(BIN)/python scripts/run_embedded.py
+
+# Both passes: SQLite + the file-system broker, then PostgreSQL + Redis.
+test: test-embedded test-postgres
+
+test-embedded: install
+	env -u DATABASE_URL -u CELERY_BROKER_URL -u REDIS_URL $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-postgres: install
+	DATABASE_URL=$(TEST_DATABASE_URL) CELERY_BROKER_URL=$(TEST_REDIS_URL) REDIS_URL=$(TEST_REDIS_URL) \
+		$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+constraints: install
+	( head -2 constraints.txt; $(BIN)/python -m pip freeze --exclude-editable | sed 's/+cpu$$//' ) > constraints.new
+	mv constraints.new constraints.txt
+
+clean:
+	rm -rf var/test

@@ -1,0 +1,170 @@
+"""The shop-facing API: events in, catalog in (DESIGN.md "Contracts")."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django.conf import settings
+from django.utils import timezone
+from drf_spectacular.utils import extend_schema
+from rest_framework import serializers, status
+from rest_framework.exceptions import ValidationError
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from .services import EventIn, ProductIn, events_ingest, products_upsert
+
+
+def _limits() -> dict:
+    return settings.RECSITE_INGEST
+
+
+class StrictIntegerField(serializers.IntegerField):
+    """An integer given as a JSON number: "12", 12.5 and true are wrong types, not 12 and 1."""
+
+    def to_internal_value(self, data):
+        if isinstance(data, bool) or not isinstance(data, int):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class StrictBooleanField(serializers.BooleanField):
+    """A JSON true or false; "yes" and 1 are wrong types."""
+
+    def to_internal_value(self, data):
+        if not isinstance(data, bool):
+            self.fail("invalid", input=data)
+        return data
+
+
+class ExternalIdField(serializers.CharField):
+    def __init__(self, **kwargs):
+        super().__init__(max_length=_limits()["MAX_ID_LENGTH"], allow_blank=False, **kwargs)
+
+    def to_internal_value(self, data):
+        if not isinstance(data, (str, int)) or isinstance(data, bool):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class RejectedSerializer(serializers.Serializer):
+    index = serializers.IntegerField(help_text="Position of the item in the request.")
+    errors = serializers.DictField(help_text="Field name -> list of messages.")
+
+
+def _validate_each(serializer: serializers.Serializer, items: list) -> tuple[list[dict], list[dict]]:
+    """Validate items one by one with one bound serializer; return (valid, rejected-by-index)."""
+    valid, rejected = [], []
+    for index, item in enumerate(items):
+        try:
+            valid.append(serializer.run_validation(item))
+        except ValidationError as exc:
+            detail = exc.detail if isinstance(exc.detail, dict) else {"non_field_errors": exc.detail}
+            rejected.append({"index": index, "errors": detail})
+    return valid, rejected
+
+
+class EventIngestApi(APIView):
+    """Store a batch of engagement events; each ``event_id`` is stored once."""
+
+    class EventInputSerializer(serializers.Serializer):
+        event_id = serializers.UUIDField(help_text="Idempotency key: a resent id is a duplicate.")
+        customer = ExternalIdField(help_text="The shop's customer id (created if new).")
+        product = ExternalIdField(help_text="The shop's product id (a stub is created if new).")
+        hover_ms = StrictIntegerField(
+            min_value=0, max_value=settings.RECSITE_INGEST["MAX_SIGNAL_MS"], default=0
+        )
+        dwell_ms = StrictIntegerField(
+            min_value=0, max_value=settings.RECSITE_INGEST["MAX_SIGNAL_MS"], default=0
+        )
+        clicked = StrictBooleanField(default=False)
+        occurred_at = serializers.DateTimeField(
+            required=False,
+            help_text="ISO 8601; default now; at most 5 minutes in the future. No offset means UTC.",
+        )
+
+        def validate_occurred_at(self, value):
+            skew = timedelta(seconds=_limits()["MAX_FUTURE_SKEW_SECONDS"])
+            if value > timezone.now() + skew:
+                raise ValidationError(f"Must not be more than {int(skew.total_seconds())} s in the future.")
+            return value
+
+    class BatchInputSerializer(serializers.Serializer):
+        events = serializers.ListField(
+            child=serializers.JSONField(), max_length=settings.RECSITE_INGEST["MAX_BATCH"]
+        )
+
+    class BatchDocSerializer(serializers.Serializer):
+        """The request body as documented (validated item by item, not whole)."""
+
+        events = serializers.ListField(child=serializers.DictField(), max_length=1000)
+
+    class OutputSerializer(serializers.Serializer):
+        accepted = serializers.IntegerField(help_text="Events stored by this request.")
+        duplicates = serializers.IntegerField(help_text="Events whose event_id was already stored.")
+        rejected = RejectedSerializer(many=True)
+
+    @extend_schema(
+        request=BatchDocSerializer,
+        responses={200: OutputSerializer, 400: OutputSerializer},
+        summary="Send up to 1000 events",
+        description=(
+            "Valid events are stored even when others in the batch are rejected; rejected ones "
+            "come back with their index. 400 when the body is not an object with an `events` "
+            "list of at most 1000, or when every event is invalid; 413 when the body is over 1 MB."
+        ),
+    )
+    def post(self, request):
+        batch = self.BatchInputSerializer(data=request.data)
+        batch.is_valid(raise_exception=True)
+        items = batch.validated_data["events"]
+        valid, rejected = _validate_each(self.EventInputSerializer(), items)
+        now = timezone.now()
+        result = events_ingest(
+            events=[EventIn(**{"occurred_at": now, **data}) for data in valid],
+        )
+        body = self.OutputSerializer(
+            {"accepted": result.accepted, "duplicates": result.duplicates, "rejected": rejected}
+        ).data
+        all_rejected = bool(items) and not valid
+        return Response(body, status=status.HTTP_400_BAD_REQUEST if all_rejected else status.HTTP_200_OK)
+
+
+class CatalogUpsertApi(APIView):
+    """Create or update products; inactive products are never recommended."""
+
+    class ProductInputSerializer(serializers.Serializer):
+        product = ExternalIdField()
+        name = serializers.CharField(max_length=300, allow_blank=True, default="")
+        category = serializers.CharField(
+            max_length=settings.RECSITE_INGEST["MAX_ID_LENGTH"], allow_blank=True, default=""
+        )
+        price = serializers.DecimalField(
+            max_digits=12, decimal_places=2, min_value=0, allow_null=True, default=None
+        )
+        active = StrictBooleanField(default=True)
+
+    class OutputSerializer(serializers.Serializer):
+        created = serializers.IntegerField()
+        updated = serializers.IntegerField()
+        rejected = RejectedSerializer(many=True)
+
+    @extend_schema(
+        request=ProductInputSerializer(many=True),
+        responses={200: OutputSerializer, 400: OutputSerializer},
+        summary="Upsert up to 1000 products",
+    )
+    def put(self, request):
+        items = request.data
+        if not isinstance(items, list):
+            raise ValidationError({"non_field_errors": ["Expected a JSON list of products."]})
+        limit = _limits()["MAX_BATCH"]
+        if len(items) > limit:
+            raise ValidationError({"non_field_errors": [f"At most {limit} products per request."]})
+        valid, rejected = _validate_each(self.ProductInputSerializer(), items)
+        result = products_upsert(products=[ProductIn(**data) for data in valid])
+        body = self.OutputSerializer(
+            {"created": result.created, "updated": result.updated, "rejected": rejected}
+        ).data
+        all_rejected = bool(items) and not valid
+        return Response(body, status=status.HTTP_400_BAD_REQUEST if all_rejected else status.HTTP_200_OK)

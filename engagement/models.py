@@ -1,0 +1,118 @@
+"""Customers, products, the events the shop sends, and the engagement folded from them."""
+
+from django.db import models
+from rest_framework_api_key.models import AbstractAPIKey
+
+ID_MAX_LENGTH = 100
+
+
+class Customer(models.Model):
+    # The shop's own id for the visitor; unique so ingestion can upsert by it.
+    external_id = models.CharField(max_length=ID_MAX_LENGTH, unique=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return self.external_id
+
+
+class Product(models.Model):
+    external_id = models.CharField(max_length=ID_MAX_LENGTH, unique=True)
+    name = models.CharField(max_length=300, blank=True)
+    category = models.CharField(max_length=ID_MAX_LENGTH, blank=True)
+    price = models.DecimalField(max_digits=12, decimal_places=2, null=True, blank=True)
+    active = models.BooleanField(default=True)
+    # Created by an event before the catalog named it; cleared by the catalog upsert.
+    is_stub = models.BooleanField(default=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        indexes = [
+            # Popular products and recommendations filtered by ?category= among active ones.
+            models.Index(fields=["category", "active"], name="product_category_active"),
+        ]
+
+    def __str__(self) -> str:
+        return self.name or self.external_id
+
+
+class InteractionEvent(models.Model):
+    """One thing a visitor did with a product. Append-only: never updated, never deleted."""
+
+    # The shop's idempotency key: the unique index decides what is a duplicate, so two
+    # concurrent requests carrying the same event store it once.
+    event_id = models.UUIDField(unique=True)
+    customer = models.ForeignKey(Customer, on_delete=models.PROTECT, related_name="events")
+    product = models.ForeignKey(Product, on_delete=models.PROTECT, related_name="events")
+    hover_ms = models.PositiveIntegerField(default=0)
+    dwell_ms = models.PositiveIntegerField(default=0)
+    clicked = models.BooleanField(default=False)
+    occurred_at = models.DateTimeField()
+    received_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        indexes = [
+            # A customer's event history, newest first (dashboard customer page).
+            models.Index(fields=["customer", "-occurred_at"], name="event_customer_time"),
+            # Events per day and events today / last 7 days (dashboard overview).
+            models.Index(fields=["occurred_at"], name="event_occurred_at"),
+        ]
+        # The engagement fold scans by primary key above its watermark: the pk index serves it.
+
+    def __str__(self) -> str:
+        return str(self.event_id)
+
+
+class Engagement(models.Model):
+    """One row per customer x product: totals of the events so far and their score.
+
+    The decayed sums are the recency-weighted signals as of ``last_event_at``;
+    ``score`` is computed from them (docs/engagement.md). Written only by the fold.
+    """
+
+    customer = models.ForeignKey(Customer, on_delete=models.CASCADE, related_name="engagements")
+    product = models.ForeignKey(Product, on_delete=models.CASCADE, related_name="engagements")
+    # Totals of the clipped per-event signals (what the score sees), in ms.
+    hover_ms_total = models.BigIntegerField(default=0)
+    dwell_ms_total = models.BigIntegerField(default=0)
+    clicks = models.PositiveIntegerField(default=0)
+    event_count = models.PositiveIntegerField(default=0)
+    last_event_at = models.DateTimeField()
+    # Recency-weighted sums of the normalised signals, anchored at last_event_at.
+    hover_decayed = models.FloatField(default=0.0)
+    dwell_decayed = models.FloatField(default=0.0)
+    clicks_decayed = models.FloatField(default=0.0)
+    score = models.DecimalField(max_digits=4, decimal_places=3, default=0)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            # The fold's upsert target (ON CONFLICT); also serves a customer's engagement list.
+            models.UniqueConstraint(fields=["customer", "product"], name="engagement_customer_product"),
+        ]
+        indexes = [
+            # Product popularity and a product's top engaged customers.
+            models.Index(fields=["product", "-score"], name="engagement_product_score"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.customer_id} x {self.product_id}: {self.score}"
+
+
+class EngagementWatermark(models.Model):
+    """How far the fold has read the event table: events with id <= last_event_id are in."""
+
+    name = models.CharField(max_length=50, primary_key=True)
+    last_event_id = models.BigIntegerField(default=0)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"{self.name} @ {self.last_event_id}"
+
+
+class ShopApiKey(AbstractAPIKey):
+    """A key the shop sends as ``Authorization: Api-Key <key>``; only its hash is stored."""
+
+    class Meta(AbstractAPIKey.Meta):
+        verbose_name = "shop API key"
+        verbose_name_plural = "shop API keys"

@@ -1,0 +1,350 @@
+"""recsite settings: one module, driven by the environment.
+
+Two modes:
+- embedded (default): SQLite in WAL mode and a file-system Celery broker under
+  ``var/``; nothing else needs to run. A secret key is generated into ``var/`` once.
+- production (``RECSITE_ENV=production``): ``SECRET_KEY``, ``DATABASE_URL``,
+  ``ALLOWED_HOSTS`` and a Redis URL are required; there are no defaults for them.
+
+The README has the table of every variable read here.
+"""
+
+import os
+import secrets
+from pathlib import Path
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+# --- typed environment helpers: a bad value fails at start-up, not at first use ---
+
+
+def env_str(name: str, default: str | None = None, *, required: bool = False) -> str | None:
+    value = os.environ.get(name)
+    if value is None or value == "":
+        if required:
+            raise ImproperlyConfigured(f"Set the environment variable {name}.")
+        return default
+    return value
+
+
+def env_bool(name: str, default: bool) -> bool:
+    value = os.environ.get(name)
+    if value is None or value == "":
+        return default
+    lowered = value.strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off"}:
+        return False
+    raise ImproperlyConfigured(f"{name} must be a boolean (true/false), got {value!r}.")
+
+
+def env_int(name: str, default: int) -> int:
+    value = os.environ.get(name)
+    if value is None or value == "":
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be an integer, got {value!r}.") from None
+
+
+def env_float(name: str, default: float) -> float:
+    value = os.environ.get(name)
+    if value is None or value == "":
+        return default
+    try:
+        return float(value)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be a number, got {value!r}.") from None
+
+
+def env_list(name: str, default: list[str]) -> list[str]:
+    value = os.environ.get(name)
+    if value is None or value.strip() == "":
+        return default
+    return [item.strip() for item in value.split(",") if item.strip()]
+
+
+RECSITE_ENV = env_str("RECSITE_ENV", "embedded")
+if RECSITE_ENV not in {"embedded", "production"}:
+    raise ImproperlyConfigured(f"RECSITE_ENV must be 'embedded' or 'production', got {RECSITE_ENV!r}.")
+PRODUCTION = RECSITE_ENV == "production"
+
+# Runtime state of the embedded mode (database, broker folders, secret key, artifacts).
+VAR_DIR = Path(env_str("RECSITE_VAR_DIR", str(BASE_DIR / "var"))).resolve()
+
+
+def _embedded_secret_key() -> str:
+    """Read the embedded mode's secret key from var/, creating it on first start."""
+    path = VAR_DIR / "secret_key"
+    if not path.exists():
+        VAR_DIR.mkdir(parents=True, exist_ok=True)
+        # O_EXCL: two processes starting together must not write two different keys.
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            pass
+        else:
+            with os.fdopen(fd, "w") as handle:
+                handle.write(secrets.token_urlsafe(50))
+    return path.read_text().strip()
+
+
+SECRET_KEY = env_str("SECRET_KEY", required=PRODUCTION) or _embedded_secret_key()
+DEBUG = env_bool("DEBUG", False)
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", [] if PRODUCTION else ["127.0.0.1", "localhost", "[::1]"])
+if PRODUCTION and not ALLOWED_HOSTS:
+    raise ImproperlyConfigured("Set ALLOWED_HOSTS (comma-separated) in production.")
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "rest_framework_api_key",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
+    "django_htmx",
+    "engagement",
+    "training",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_htmx.middleware.HtmxMiddleware",
+]
+
+ROOT_URLCONF = "recsite.urls"
+WSGI_APPLICATION = "recsite.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- database ---
+
+DATABASE_URL = env_str("DATABASE_URL", required=PRODUCTION)
+if DATABASE_URL:
+    DATABASES = {
+        "default": dj_database_url.parse(
+            DATABASE_URL,
+            conn_max_age=env_int("DB_CONN_MAX_AGE", 60),
+            conn_health_checks=True,
+        )
+    }
+else:
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": env_str("RECSITE_SQLITE_PATH", str(VAR_DIR / "recsite.sqlite3")),
+            "OPTIONS": {
+                # WAL lets the web server read while the worker writes; IMMEDIATE takes
+                # the write lock at BEGIN so two writers queue on the busy timeout instead
+                # of failing with "database is locked" when a read upgrades to a write.
+                "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+                "transaction_mode": "IMMEDIATE",
+                "timeout": 20,
+            },
+            # A file, not :memory:, so a Celery worker process can share the test database.
+            "TEST": {"NAME": str(VAR_DIR / "test.sqlite3")},
+        }
+    }
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- cache (API throttling counters live here, so it must be shared by all processes) ---
+
+REDIS_URL = env_str("REDIS_URL")
+if REDIS_URL:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
+else:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+            "LOCATION": str(VAR_DIR / "cache"),
+        }
+    }
+
+# --- auth, i18n, static ---
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+LOGIN_URL = "admin:login"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = VAR_DIR / "static"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {
+        "BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"
+        if not DEBUG
+        else "django.contrib.staticfiles.storage.StaticFilesStorage"
+    },
+}
+
+# Request bodies above this are refused (413 on the API); the event batch limit of
+# 1,000 events fits well under it.
+DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("RECSITE_MAX_BODY_BYTES", 1_000_000)
+
+# --- security (all on in production; `manage.py check --deploy` passes there) ---
+
+SECURE_CONTENT_TYPE_NOSNIFF = True
+X_FRAME_OPTIONS = "DENY"
+SESSION_COOKIE_HTTPONLY = True
+if PRODUCTION:
+    SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", True)
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+    SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 31_536_000)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", True)
+    SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", True)
+    # Behind a TLS-terminating proxy that sets X-Forwarded-Proto (only then).
+    if env_bool("SECURE_PROXY_SSL_HEADER", False):
+        SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    # /healthz and /readyz are probed over plain HTTP from inside the cluster.
+    SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]
+
+# --- REST API ---
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "engagement.authentication.ApiKeyAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    # Never AllowAny: every endpoint needs the shop's key unless it says otherwise.
+    "DEFAULT_PERMISSION_CLASSES": ["engagement.permissions.HasShopApiKey"],
+    "DEFAULT_THROTTLE_CLASSES": ["engagement.throttling.ApiKeyRateThrottle"],
+    "DEFAULT_THROTTLE_RATES": {"api_key": env_str("RECSITE_API_KEY_RATE", "6000/min")},
+    "DEFAULT_PARSER_CLASSES": ["engagement.parsers.BoundedJSONParser"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "engagement.exceptions.api_exception_handler",
+    "UNAUTHENTICATED_USER": None,
+}
+
+SPECTACULAR_SETTINGS = {
+    "TITLE": "recsite API",
+    "DESCRIPTION": "Send engagement events, sync the catalog, get recommendations.",
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
+    "SERVE_AUTHENTICATION": [],
+    # Swagger UI from drf-spectacular-sidecar's static files: no CDN.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "APPEND_COMPONENTS": {
+        "securitySchemes": {"ApiKeyAuth": {"type": "apiKey", "in": "header", "name": "Authorization"}}
+    },
+    "SECURITY": [{"ApiKeyAuth": []}],
+}
+
+# --- Celery (https://docs.celeryq.dev/en/stable/userguide/configuration.html) ---
+
+CELERY_BROKER_URL = env_str("CELERY_BROKER_URL") or REDIS_URL or "filesystem://"
+if PRODUCTION and CELERY_BROKER_URL.startswith("filesystem"):
+    raise ImproperlyConfigured("Set CELERY_BROKER_URL or REDIS_URL (Redis) in production.")
+BROKER_DIR = VAR_DIR / "broker"
+if CELERY_BROKER_URL.startswith("filesystem"):
+    # kombu's file-system transport: a real broker for real worker processes, no server.
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "data_folder_in": str(BROKER_DIR / "queue"),
+        "data_folder_out": str(BROKER_DIR / "queue"),
+        "control_folder": str(BROKER_DIR / "control"),
+        "store_processed": False,
+    }
+    CELERY_RESULT_BACKEND = env_str("CELERY_RESULT_BACKEND", f"file://{VAR_DIR / 'celery-results'}")
+else:
+    # Redis re-delivers an unacknowledged task after the visibility timeout; it must be
+    # longer than the longest task (a training run), or a running task is started twice.
+    # https://docs.celeryq.dev/en/stable/getting-started/backends-and-brokers/redis.html#visibility-timeout
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", 4 * 3600)}
+    CELERY_RESULT_BACKEND = env_str("CELERY_RESULT_BACKEND", CELERY_BROKER_URL)
+CELERY_RESULT_EXPIRES = 3600
+CELERY_TASK_IGNORE_RESULT = False
+CELERY_TASK_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TIMEZONE = TIME_ZONE
+# One task at a time per process: folding and training are long, and a prefetched task
+# would wait behind them while another worker is idle.
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# Defaults for every task; the slow ones (training) set their own.
+CELERY_TASK_SOFT_TIME_LIMIT = 300
+CELERY_TASK_TIME_LIMIT = 360
+CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
+CELERY_BEAT_SCHEDULE = {
+    "fold-engagement-every-minute": {
+        "task": "engagement.tasks.compute_engagement",
+        "schedule": env_float("RECSITE_FOLD_EVERY_SECONDS", 60.0),
+    },
+}
+
+# --- recsite ---
+
+RECSITE_INGEST = {
+    "MAX_BATCH": 1000,
+    # Largest hover or dwell one event may claim: 1 hour. A day-long "hover" is a tab
+    # left open, not interest; the score clips far lower anyway (RECSITE_ENGAGEMENT).
+    "MAX_SIGNAL_MS": 3_600_000,
+    # How far in the future occurred_at may be (client clock skew).
+    "MAX_FUTURE_SKEW_SECONDS": 300,
+    "MAX_ID_LENGTH": 100,
+}
+
+# The engagement score's weights; docs/engagement.md explains each and gives a worked example.
+RECSITE_ENGAGEMENT = {
+    "HOVER_CAP_MS": env_int("RECSITE_HOVER_CAP_MS", 10_000),
+    "DWELL_CAP_MS": env_int("RECSITE_DWELL_CAP_MS", 300_000),
+    "HOVER_SCALE": env_float("RECSITE_HOVER_SCALE", 3.0),
+    "DWELL_SCALE": env_float("RECSITE_DWELL_SCALE", 1.0),
+    "CLICK_SCALE": env_float("RECSITE_CLICK_SCALE", 1.0),
+    "HOVER_WEIGHT": env_float("RECSITE_HOVER_WEIGHT", 0.2),
+    "DWELL_WEIGHT": env_float("RECSITE_DWELL_WEIGHT", 0.4),
+    "CLICK_WEIGHT": env_float("RECSITE_CLICK_WEIGHT", 0.4),
+    "HALF_LIFE_DAYS": env_float("RECSITE_HALF_LIFE_DAYS", 30.0),
+}
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
+}
