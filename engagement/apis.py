@@ -37,6 +37,15 @@ class StrictBooleanField(serializers.BooleanField):
         return data
 
 
+class StrictUUIDField(serializers.UUIDField):
+    """A UUID given as a string; DRF would also take an integer."""
+
+    def to_internal_value(self, data):
+        if not isinstance(data, str):
+            self.fail("invalid", value=data)
+        return super().to_internal_value(data)
+
+
 class ExternalIdField(serializers.CharField):
     def __init__(self, **kwargs):
         super().__init__(max_length=_limits()["MAX_ID_LENGTH"], allow_blank=False, **kwargs)
@@ -68,7 +77,7 @@ class EventIngestApi(APIView):
     """Store a batch of engagement events; each ``event_id`` is stored once."""
 
     class EventInputSerializer(serializers.Serializer):
-        event_id = serializers.UUIDField(help_text="Idempotency key: a resent id is a duplicate.")
+        event_id = StrictUUIDField(help_text="Idempotency key: a resent id is a duplicate.")
         customer = ExternalIdField(help_text="The shop's customer id (created if new).")
         product = ExternalIdField(help_text="The shop's product id (a stub is created if new).")
         hover_ms = StrictIntegerField(

@@ -1,7 +1,10 @@
-"""API errors: DRF's own, plus a database outage answered 503 instead of 500."""
+"""API errors: DRF's own, plus 413 for an oversize body and 503 for a database outage."""
 
 import logging
 
+from django.conf import settings
+
+from django.core.exceptions import RequestDataTooBig
 from django.db import DatabaseError, InterfaceError, OperationalError
 from rest_framework.response import Response
 from rest_framework.views import exception_handler
@@ -15,6 +18,10 @@ def api_exception_handler(exc, context):
     response = exception_handler(exc, context)
     if response is not None:
         return response
+    # Django refuses to read a body over DATA_UPLOAD_MAX_MEMORY_SIZE; say so with 413.
+    if isinstance(exc, RequestDataTooBig):
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        return Response({"detail": f"Request body is over {limit} bytes."}, status=413)
     # The database is down or unreachable: nothing was stored, so the client should
     # retry the same batch (event ids make the retry safe).
     if isinstance(exc, (OperationalError, InterfaceError)):

@@ -2,6 +2,8 @@
 
 import os
 
+pytest_plugins = ["tests.celery_worker"]
+
 import pytest
 from django.conf import settings
 from rest_framework.test import APIClient
