@@ -6,7 +6,7 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.utils import timezone
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import extend_schema, extend_schema_serializer
 from rest_framework import serializers, status
 from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
@@ -73,41 +73,50 @@ def _validate_each(serializer: serializers.Serializer, items: list) -> tuple[lis
     return valid, rejected
 
 
+class EventInputSerializer(serializers.Serializer):
+    """One event as the shop sends it (DESIGN.md "Contracts")."""
+
+    event_id = StrictUUIDField(help_text="Idempotency key: a resent id is a duplicate.")
+    customer = ExternalIdField(help_text="The shop's customer id (created if new).")
+    product = ExternalIdField(help_text="The shop's product id (a stub is created if new).")
+    hover_ms = StrictIntegerField(
+        min_value=0, max_value=settings.RECSITE_INGEST["MAX_SIGNAL_MS"], default=0
+    )
+    dwell_ms = StrictIntegerField(
+        min_value=0, max_value=settings.RECSITE_INGEST["MAX_SIGNAL_MS"], default=0
+    )
+    clicked = StrictBooleanField(default=False)
+    occurred_at = serializers.DateTimeField(
+        required=False,
+        help_text="ISO 8601; default now; at most 5 minutes in the future. No offset means UTC.",
+    )
+
+    def validate_occurred_at(self, value):
+        skew = timedelta(seconds=_limits()["MAX_FUTURE_SKEW_SECONDS"])
+        if value > timezone.now() + skew:
+            raise ValidationError(f"Must not be more than {int(skew.total_seconds())} s in the future.")
+        return value
+
+
 class EventIngestApi(APIView):
     """Store a batch of engagement events; each ``event_id`` is stored once."""
 
-    class EventInputSerializer(serializers.Serializer):
-        event_id = StrictUUIDField(help_text="Idempotency key: a resent id is a duplicate.")
-        customer = ExternalIdField(help_text="The shop's customer id (created if new).")
-        product = ExternalIdField(help_text="The shop's product id (a stub is created if new).")
-        hover_ms = StrictIntegerField(
-            min_value=0, max_value=settings.RECSITE_INGEST["MAX_SIGNAL_MS"], default=0
-        )
-        dwell_ms = StrictIntegerField(
-            min_value=0, max_value=settings.RECSITE_INGEST["MAX_SIGNAL_MS"], default=0
-        )
-        clicked = StrictBooleanField(default=False)
-        occurred_at = serializers.DateTimeField(
-            required=False,
-            help_text="ISO 8601; default now; at most 5 minutes in the future. No offset means UTC.",
-        )
-
-        def validate_occurred_at(self, value):
-            skew = timedelta(seconds=_limits()["MAX_FUTURE_SKEW_SECONDS"])
-            if value > timezone.now() + skew:
-                raise ValidationError(f"Must not be more than {int(skew.total_seconds())} s in the future.")
-            return value
+    EventInputSerializer = EventInputSerializer  # also used by manage.py import_events
 
     class BatchInputSerializer(serializers.Serializer):
         events = serializers.ListField(
             child=serializers.JSONField(), max_length=settings.RECSITE_INGEST["MAX_BATCH"]
         )
 
+    @extend_schema_serializer(component_name="EventBatch")
     class BatchDocSerializer(serializers.Serializer):
         """The request body as documented (validated item by item, not whole)."""
 
-        events = serializers.ListField(child=serializers.DictField(), max_length=1000)
+        events = serializers.ListField(
+            child=EventInputSerializer(), max_length=settings.RECSITE_INGEST["MAX_BATCH"]
+        )
 
+    @extend_schema_serializer(component_name="EventBatchResult")
     class OutputSerializer(serializers.Serializer):
         accepted = serializers.IntegerField(help_text="Events stored by this request.")
         duplicates = serializers.IntegerField(help_text="Events whose event_id was already stored.")
@@ -153,6 +162,7 @@ class CatalogUpsertApi(APIView):
         )
         active = StrictBooleanField(default=True)
 
+    @extend_schema_serializer(component_name="CatalogUpsertResult")
     class OutputSerializer(serializers.Serializer):
         created = serializers.IntegerField()
         updated = serializers.IntegerField()

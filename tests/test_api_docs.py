@@ -21,3 +21,11 @@ def test_it_serves_the_docs_page_from_local_static_files(client, db):
     sources = re.findall(r'(?:src|href)="([^"]+)"', html)
     assert any("swagger-ui" in s for s in sources)
     assert not [s for s in sources if s.startswith(("http://", "https://", "//"))]
+
+
+def test_the_schema_generates_without_warnings(db, tmp_path):
+    from django.core.management import call_command
+
+    call_command("spectacular", "--validate", "--fail-on-warn", "--file", str(tmp_path / "schema.yml"))
+
+    assert "/api/v1/events/" in (tmp_path / "schema.yml").read_text()
