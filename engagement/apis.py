@@ -61,7 +61,7 @@ class RejectedSerializer(serializers.Serializer):
     errors = serializers.DictField(help_text="Field name -> list of messages.")
 
 
-def _validate_each(serializer: serializers.Serializer, items: list) -> tuple[list[dict], list[dict]]:
+def validate_each(serializer: serializers.Serializer, items: list) -> tuple[list[dict], list[dict]]:
     """Validate items one by one with one bound serializer; return (valid, rejected-by-index)."""
     valid, rejected = [], []
     for index, item in enumerate(items):
@@ -136,7 +136,7 @@ class EventIngestApi(APIView):
         batch = self.BatchInputSerializer(data=request.data)
         batch.is_valid(raise_exception=True)
         items = batch.validated_data["events"]
-        valid, rejected = _validate_each(self.EventInputSerializer(), items)
+        valid, rejected = validate_each(self.EventInputSerializer(), items)
         now = timezone.now()
         result = events_ingest(
             events=[EventIn(**{"occurred_at": now, **data}) for data in valid],
@@ -180,7 +180,7 @@ class CatalogUpsertApi(APIView):
         limit = _limits()["MAX_BATCH"]
         if len(items) > limit:
             raise ValidationError({"non_field_errors": [f"At most {limit} products per request."]})
-        valid, rejected = _validate_each(self.ProductInputSerializer(), items)
+        valid, rejected = validate_each(self.ProductInputSerializer(), items)
         result = products_upsert(products=[ProductIn(**data) for data in valid])
         body = self.OutputSerializer(
             {"created": result.created, "updated": result.updated, "rejected": rejected}
