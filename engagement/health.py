@@ -35,7 +35,7 @@ def _database_ready() -> str | None:
 def _broker_ready() -> str | None:
     try:
         with celery_app.connection_for_write() as conn:
-            conn.ensure_connection(max_retries=1, timeout=BROKER_TIMEOUT_SECONDS)
+            conn.ensure_connection(max_retries=0, timeout=BROKER_TIMEOUT_SECONDS)
     except Exception as exc:  # kombu raises many kinds; all mean "not ready"
         logger.warning("readyz: broker: %s", exc)
         return f"{type(exc).__name__}: {exc}"

@@ -273,7 +273,7 @@ SPECTACULAR_SETTINGS = {
 
 # --- Celery (https://docs.celeryq.dev/en/stable/userguide/configuration.html) ---
 
-CELERY_BROKER_URL = env_str("CELERY_BROKER_URL") or REDIS_URL or "filesystem://"
+CELERY_BROKER_URL = env_str("CELERY_BROKER_URL") or REDIS_URL or "filesystem://localhost//"
 if PRODUCTION and CELERY_BROKER_URL.startswith("filesystem"):
     raise ImproperlyConfigured("Set CELERY_BROKER_URL or REDIS_URL (Redis) in production.")
 BROKER_DIR = VAR_DIR / "broker"
@@ -286,6 +286,10 @@ if CELERY_BROKER_URL.startswith("filesystem"):
         "store_processed": False,
     }
     CELERY_RESULT_BACKEND = env_str("CELERY_RESULT_BACKEND", f"file://{VAR_DIR / 'celery-results'}")
+    # Neither kombu nor the file result backend creates its folders, and every process
+    # (web, worker, beat) may be the first to need them.
+    for _folder in (BROKER_DIR / "queue", BROKER_DIR / "control", VAR_DIR / "celery-results"):
+        _folder.mkdir(parents=True, exist_ok=True)
 else:
     # Redis re-delivers an unacknowledged task after the visibility timeout; it must be
     # longer than the longest task (a training run), or a running task is started twice.
