@@ -23,7 +23,6 @@ ROOT = Path(__file__).resolve().parent.parent
 # How long the children get to finish in-flight requests and tasks before SIGKILL.
 STOP_TIMEOUT_SECONDS = 15
 DEMO_SIZES = {"small": ["--customers", "200", "--products", "60", "--events", "5000"], "full": []}
-DASHBOARD_PATH = "/dashboard/"
 
 
 def prepare(base_url: str) -> None:
@@ -128,7 +127,6 @@ def main() -> int:
             "\n".join(
                 [
                     "recsite is running (Ctrl-C stops it):",
-                    f"  dashboard: {base_url}{DASHBOARD_PATH}",
                     f"  admin:     {base_url}/admin/",
                     f"  API docs:  {base_url}/api/docs/",
                     f"  health:    {base_url}/healthz",
