@@ -42,7 +42,8 @@ class InteractionEvent(models.Model):
     # The shop's idempotency key: the unique index decides what is a duplicate, so two
     # concurrent requests carrying the same event store it once.
     event_id = models.UUIDField(unique=True)
-    customer = models.ForeignKey(Customer, on_delete=models.PROTECT, related_name="events")
+    # No single-column index: event_customer_time below leads with customer.
+    customer = models.ForeignKey(Customer, on_delete=models.PROTECT, related_name="events", db_index=False)
     product = models.ForeignKey(Product, on_delete=models.PROTECT, related_name="events")
     hover_ms = models.PositiveIntegerField(default=0)
     dwell_ms = models.PositiveIntegerField(default=0)
@@ -70,8 +71,10 @@ class Engagement(models.Model):
     ``score`` is computed from them (docs/engagement.md). Written only by the fold.
     """
 
-    customer = models.ForeignKey(Customer, on_delete=models.CASCADE, related_name="engagements")
-    product = models.ForeignKey(Product, on_delete=models.CASCADE, related_name="engagements")
+    # No single-column indexes: the unique constraint leads with customer and
+    # engagement_product_score with product.
+    customer = models.ForeignKey(Customer, on_delete=models.CASCADE, related_name="engagements", db_index=False)
+    product = models.ForeignKey(Product, on_delete=models.CASCADE, related_name="engagements", db_index=False)
     # Totals of the clipped per-event signals (what the score sees), in ms.
     hover_ms_total = models.BigIntegerField(default=0)
     dwell_ms_total = models.BigIntegerField(default=0)

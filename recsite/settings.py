@@ -313,6 +313,8 @@ CELERY_BEAT_SCHEDULE = {
     "fold-engagement-every-minute": {
         "task": "engagement.tasks.compute_engagement",
         "schedule": env_float("RECSITE_FOLD_EVERY_SECONDS", 60.0),
+        # While no worker runs, don't let a pile of identical folds queue up.
+        "options": {"expires": 55},
     },
 }
 

@@ -1,0 +1,239 @@
+"""Fold new interaction events into Engagement, one set-based SQL statement per run.
+
+The numbers are those of ``engagement.scoring`` (the reference); docs/engagement.md
+derives the merge. Each run reads the events with id in (watermark, high], where
+``high`` is an id below which every event is committed, and upserts one row per
+customer x product touched. Decayed sums are anchored at the pair's last event, so
+merging a batch into a stored row only needs both decayed to the later anchor:
+
+    L' = max(L_old, L_batch)
+    S' = S_old * 0.5**((L' - L_old)/hl) + S_batch * 0.5**((L' - L_batch)/hl)
+
+which equals a recompute over all events whatever order they arrive in.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from django.db import connection, transaction
+from django.db.models import Max
+from django.utils import timezone
+
+from engagement.models import Engagement, EngagementWatermark, InteractionEvent
+from engagement.scoring import MAX_DECAY_HALF_LIVES, MAX_EXPONENT, SUM_FLOOR, EngagementWeights
+
+from .events import INGEST_ADVISORY_LOCK
+
+WATERMARK_NAME = "engagement"
+
+
+@dataclass(frozen=True, slots=True)
+class FoldResult:
+    events_folded: int
+    pairs_touched: int
+    watermark: int  # events with id <= this are in Engagement
+
+
+def engagement_fold(*, full: bool = False) -> FoldResult:
+    """Fold events above the watermark into Engagement; with ``full``, rebuild it all.
+
+    Idempotent and safe to run concurrently: the watermark row is locked for the whole
+    fold, so a second run waits and then finds nothing new (or only newer events).
+    """
+    weights = EngagementWeights.from_settings()
+    # Read before the fold's transaction, so ingest waits on the lock for an instant
+    # and not for the whole fold. The bound stays safe: ids below it never change.
+    high = _committed_event_id_bound()
+    with transaction.atomic():
+        # Insert-or-nothing first: two first-ever runs must not both try to create it.
+        EngagementWatermark.objects.bulk_create(
+            [EngagementWatermark(name=WATERMARK_NAME)], ignore_conflicts=True
+        )
+        watermark = EngagementWatermark.objects.select_for_update().get(name=WATERMARK_NAME)
+        low = 0 if full else watermark.last_event_id
+        if full:
+            Engagement.objects.all().delete()
+        if high <= low and not full:
+            # Nothing new, or another run got past our bound while we waited for the lock.
+            return FoldResult(events_folded=0, pairs_touched=0, watermark=low)
+        events_folded = InteractionEvent.objects.filter(pk__gt=low, pk__lte=high).count()
+        pairs_touched = 0
+        if events_folded:
+            with connection.cursor() as cursor:
+                cursor.execute(_upsert_sql(), _params(weights, low=low, high=high))
+                pairs_touched = cursor.rowcount
+        watermark.last_event_id = high
+        watermark.save(update_fields=["last_event_id", "updated_at"])
+    return FoldResult(events_folded=events_folded, pairs_touched=pairs_touched, watermark=high)
+
+
+def _committed_event_id_bound() -> int:
+    """Return an event id at or below which every event is committed.
+
+    Ids are allocated before commit, so on PostgreSQL a slow ingest transaction may
+    still commit an id below max(id). Ingest holds INGEST_ADVISORY_LOCK shared for its
+    whole transaction; taking it exclusively waits for those in flight and holds off
+    new ones while max(id) is read. The fold's own transaction starts after this one
+    commits, so its snapshot sees every id up to the bound. On SQLite the transaction
+    starts IMMEDIATE (settings), which waits for the one writer there can be.
+    """
+    with transaction.atomic():
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_advisory_xact_lock(%s)", [INGEST_ADVISORY_LOCK])
+        return InteractionEvent.objects.aggregate(high=Max("pk"))["high"] or 0
+
+
+def _epoch_seconds(sql: str) -> str:
+    """Return SQL for a datetime expression as seconds since 1970 (double precision)."""
+    if connection.vendor == "postgresql":
+        # date_part is double precision already; EXTRACT returns numeric (slower) since PG 14.
+        return f"date_part('epoch', {sql})"
+    if connection.vendor == "sqlite":
+        # Django stores UTC text 'YYYY-MM-DD HH:MM:SS[.ffffff]'; julianday() parses it to
+        # the millisecond (a weight error ~3e-10 against the 30-day half-life).
+        return f"((julianday({sql}) - 2440587.5) * 86400.0)"
+    raise NotImplementedError(f"engagement_fold does not support {connection.vendor}.")
+
+
+def _float(name: str) -> str:
+    # A cast, so PostgreSQL computes in double precision like Python, never in numeric.
+    return f"CAST(%({name})s AS double precision)"
+
+
+def _decay(age_seconds: str) -> str:
+    """SQL for scoring.decay_weight: 0.5 per half-life, exactly 0 beyond the guard."""
+    half_lives = f"(({age_seconds}) / {_float('half_life_s')})"
+    half = "CAST(0.5 AS double precision)"
+    return f"(CASE WHEN {half_lives} > {_float('max_half_lives')} THEN 0 ELSE POWER({half}, {half_lives}) END)"
+
+
+def _floor_sum(sql: str) -> str:
+    """SQL for scoring.floor_sum."""
+    return f"(CASE WHEN ({sql}) < {_float('sum_floor')} THEN 0 ELSE ({sql}) END)"
+
+
+def _score(hover: str, dwell: str, clicks: str) -> str:
+    """SQL for scoring.score_from_sums: the 3-decimal score of three decayed sums."""
+
+    def saturate(total: str, scale: str) -> str:
+        x = f"(({total}) / {_float(scale)})"
+        return f"(1 - EXP(-(CASE WHEN {x} > {_float('max_exponent')} THEN {_float('max_exponent')} ELSE {x} END)))"
+
+    raw = (
+        f"{_float('hover_weight')} * {saturate(hover, 'hover_scale')}"
+        f" + {_float('dwell_weight')} * {saturate(dwell, 'dwell_scale')}"
+        f" + {_float('click_weight')} * {saturate(clicks, 'click_scale')}"
+    )
+    # numeric ROUND rounds halves up on both vendors, like scoring.round_score.
+    return f"ROUND(CAST({raw} AS numeric), 3)"
+
+
+def _upsert_sql() -> str:
+    """Build the one statement that folds events (low, high] into Engagement.
+
+    Steps as CTEs, so each expression is written once: per event (clipped signals, age
+    against the pair's last event in the batch), its weight, per pair sums, then the
+    merge with the stored row (LEFT JOIN: only the fold writes Engagement, and folds are
+    serialised by the watermark lock), and the score. ON CONFLICT only copies the result.
+    """
+    quote = connection.ops.quote_name
+    ev, en = InteractionEvent._meta, Engagement._meta
+
+    def e(name: str) -> str:
+        return quote(ev.get_field(name).column)
+
+    def g(name: str) -> str:
+        return quote(en.get_field(name).column)
+
+    events, table = quote(ev.db_table), quote(en.db_table)
+    event_pk = quote(ev.pk.column)
+    occurred_at = _epoch_seconds(e("occurred_at"))
+    stored_last = f"s.{g('last_event_at')}"
+
+    sums = ("hover_decayed", "dwell_decayed", "clicks_decayed")
+    totals = ("hover_ms_total", "dwell_ms_total", "clicks", "event_count")
+    columns = ("customer", "product", *totals, "last_event_at", *sums, "score", "updated_at")
+    # INSERT first, WITH inside: Python's sqlite3 reports rowcount only for statements
+    # that start with INSERT. WHERE true: SQLite needs it to parse ON CONFLICT after a SELECT.
+    return f"""
+        INSERT INTO {table} ({", ".join(g(c) for c in columns)})
+        WITH new_event AS (
+            SELECT {e("customer")} AS customer_id, {e("product")} AS product_id,
+                   {e("occurred_at")} AS occurred_at,
+                   CASE WHEN {e("hover_ms")} > %(hover_cap)s THEN %(hover_cap)s ELSE {e("hover_ms")} END AS hover_ms,
+                   CASE WHEN {e("dwell_ms")} > %(dwell_cap)s THEN %(dwell_cap)s ELSE {e("dwell_ms")} END AS dwell_ms,
+                   CASE WHEN {e("clicked")} THEN 1 ELSE 0 END AS clicked,
+                   MAX({occurred_at}) OVER (PARTITION BY {e("customer")}, {e("product")}) - {occurred_at} AS age_s
+            FROM {events}
+            WHERE {event_pk} > %(low)s AND {event_pk} <= %(high)s
+        ), weighted AS (
+            SELECT new_event.*, {_decay("age_s")} AS w FROM new_event
+        ), batch AS (
+            SELECT customer_id, product_id,
+                   SUM(hover_ms) AS hover_ms_total, SUM(dwell_ms) AS dwell_ms_total,
+                   SUM(clicked) AS clicks, COUNT(*) AS event_count,
+                   MAX(occurred_at) AS last_event_at,
+                   SUM(CAST(hover_ms AS double precision) / {_float("hover_cap_f")} * w) AS hover_decayed,
+                   SUM(CAST(dwell_ms AS double precision) / {_float("dwell_cap_f")} * w) AS dwell_decayed,
+                   SUM(clicked * w) AS clicks_decayed
+            FROM weighted
+            GROUP BY customer_id, product_id
+        ), joined AS (
+            SELECT b.*,
+                   {", ".join(f"s.{g(n)} AS stored_{n}" for n in (*totals, *sums))},
+                   {stored_last} AS stored_last_event_at,
+                   {_epoch_seconds("b.last_event_at")} - {_epoch_seconds(stored_last)} AS gap_s
+            FROM batch AS b
+            LEFT JOIN {table} AS s
+              ON s.{g("customer")} = b.customer_id AND s.{g("product")} = b.product_id
+        ), aligned AS (
+            -- Decay the older side to the later of the two anchors (gap_s NULL: no stored row).
+            SELECT joined.*,
+                   {_decay("CASE WHEN gap_s > 0 THEN gap_s ELSE 0 END")} AS stored_w,
+                   {_decay("CASE WHEN gap_s < 0 THEN -gap_s ELSE 0 END")} AS batch_w
+            FROM joined
+        ), merged AS (
+            SELECT customer_id, product_id,
+                   {", ".join(f"COALESCE(stored_{n}, 0) + {n} AS {n}" for n in totals)},
+                   CASE WHEN stored_last_event_at > last_event_at THEN stored_last_event_at
+                        ELSE last_event_at END AS last_event_at,
+                   {", ".join(f"{_merge_sum(n)} AS {n}" for n in sums)}
+            FROM aligned
+        )
+        SELECT customer_id, product_id, {", ".join(totals)}, last_event_at, {", ".join(sums)},
+               {_score(*sums)}, %(now)s
+        FROM merged
+        WHERE true
+        ON CONFLICT ({g("customer")}, {g("product")}) DO UPDATE SET
+            {", ".join(f"{g(c)} = excluded.{g(c)}" for c in columns[2:])}
+    """
+
+
+def _merge_sum(name: str) -> str:
+    # A pair not stored yet has stored_* NULL: gap NULL, both weights 1, stored sum 0.
+    return _floor_sum(f"COALESCE(stored_{name}, 0) * stored_w + {_floor_sum(name)} * batch_w")
+
+
+def _params(weights: EngagementWeights, *, low: int, high: int) -> dict[str, object]:
+    updated_at = Engagement._meta.get_field("updated_at").get_db_prep_value(timezone.now(), connection)
+    return {
+        "low": low,
+        "high": high,
+        "now": updated_at,
+        "hover_cap": weights.hover_cap_ms,
+        "dwell_cap": weights.dwell_cap_ms,
+        "hover_cap_f": float(weights.hover_cap_ms),
+        "dwell_cap_f": float(weights.dwell_cap_ms),
+        "hover_scale": weights.hover_scale,
+        "dwell_scale": weights.dwell_scale,
+        "click_scale": weights.click_scale,
+        "hover_weight": weights.hover_weight,
+        "dwell_weight": weights.dwell_weight,
+        "click_weight": weights.click_weight,
+        "half_life_s": weights.half_life_seconds,
+        "max_half_lives": MAX_DECAY_HALF_LIVES,
+        "sum_floor": SUM_FLOOR,
+        "max_exponent": MAX_EXPONENT,
+    }
