@@ -11,7 +11,7 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 
 from engagement.importing import RATING_SIGNALS
-from engagement.models import Customer, InteractionEvent, Product
+from engagement.models import Customer, Engagement, InteractionEvent, Product
 
 pytestmark = pytest.mark.django_db
 
@@ -109,7 +109,7 @@ def datasets_dir() -> Path:
     return Path(os.environ.get("RECSITE_DATASETS") or default)
 
 
-def test_it_imports_the_real_ml_100k_as_100000_events():
+def test_it_imports_the_real_ml_100k_as_100000_events_and_100000_engagement_rows():
     directory = datasets_dir() / "ml-100k"
     if not (directory / "u.data").is_file():
         message = (
@@ -123,3 +123,8 @@ def test_it_imports_the_real_ml_100k_as_100000_events():
     assert InteractionEvent.objects.count() == 100_000
     assert Customer.objects.count() == 943
     assert Product.objects.filter(is_stub=False).count() == 1682
+
+    call_command("compute_engagement", stdout=StringIO())
+
+    # Each rating is one customer x product pair in ml-100k, so one row per event.
+    assert Engagement.objects.count() == 100_000
