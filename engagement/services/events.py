@@ -39,26 +39,34 @@ class IngestResult:
     duplicates: int
 
 
-def customers_ensure(*, external_ids: Iterable[str]) -> dict[str, int]:
-    """Create the customers not seen before; return external id -> primary key for all."""
+def _ensure_by_external_id(model, external_ids: Iterable[str], **defaults) -> dict[str, int]:
+    """Return external id -> pk for ``external_ids``, creating the missing rows."""
     wanted = sorted(set(external_ids))
     if not wanted:
         return {}
-    # Sorted inserts: two concurrent batches lock the same new ids in the same order
-    # and cannot deadlock on the unique index.
-    Customer.objects.bulk_create([Customer(external_id=x) for x in wanted], ignore_conflicts=True)
-    return dict(Customer.objects.filter(external_id__in=wanted).values_list("external_id", "pk"))
+    # Most ids are known already: one read, and an insert only for the rest.
+    known = dict(model.objects.filter(external_id__in=wanted).values_list("external_id", "pk"))
+    missing = [x for x in wanted if x not in known]
+    if missing:
+        # ignore_conflicts: a concurrent request may be creating the same ids; the unique
+        # index makes one of them win and the other read it back. Sorted inserts: two
+        # batches lock the same new ids in the same order and cannot deadlock.
+        model.objects.bulk_create([model(external_id=x, **defaults) for x in missing], ignore_conflicts=True)
+        known.update(model.objects.filter(external_id__in=missing).values_list("external_id", "pk"))
+    return known
+
+
+def customers_ensure(*, external_ids: Iterable[str]) -> dict[str, int]:
+    """Create the customers not seen before; return external id -> primary key for all."""
+    return _ensure_by_external_id(Customer, external_ids)
 
 
 def products_ensure_stubs(*, external_ids: Iterable[str]) -> dict[str, int]:
     """Create products the catalog has not named yet as stubs; return external id -> pk."""
-    wanted = sorted(set(external_ids))
-    if not wanted:
-        return {}
-    Product.objects.bulk_create(
-        [Product(external_id=x, is_stub=True) for x in wanted], ignore_conflicts=True
-    )
-    return dict(Product.objects.filter(external_id__in=wanted).values_list("external_id", "pk"))
+    return _ensure_by_external_id(Product, external_ids, is_stub=True)
+
+
+_EVENT_COLUMNS = ("event_id", "customer", "product", "hover_ms", "dwell_ms", "clicked", "occurred_at", "received_at")
 
 
 def _insert_events_ignoring_duplicates(rows: Sequence[tuple]) -> int:
@@ -69,25 +77,24 @@ def _insert_events_ignoring_duplicates(rows: Sequence[tuple]) -> int:
     can't say how many rows it inserted, hence ``RETURNING`` (PostgreSQL, SQLite >= 3.35).
     """
     meta = InteractionEvent._meta
-    names = ["event_id", "customer", "product", "hover_ms", "dwell_ms", "clicked", "occurred_at", "received_at"]
-    fields = [meta.get_field(name) for name in names]
+    fields = [meta.get_field(name) for name in _EVENT_COLUMNS]
     quote = connection.ops.quote_name
-    columns = ", ".join(quote(f.column) for f in fields)
-    placeholders = "(" + ", ".join(["%s"] * len(fields)) + ")"
+    head = f"INSERT INTO {quote(meta.db_table)} ({', '.join(quote(f.column) for f in fields)}) "
+    tail = f" ON CONFLICT ({quote(fields[0].column)}) DO NOTHING RETURNING {quote(meta.pk.column)}"
     inserted = 0
     with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            # One array per column: a short statement whatever the batch size, where a
+            # VALUES list of 8,000 placeholders costs more to build and parse than to run.
+            arrays = ", ".join(f"%s::{f.db_type(connection)}[]" for f in fields)
+            columns = [list(column) for column in zip(*rows)]
+            cursor.execute(f"{head}SELECT * FROM unnest({arrays}){tail}", columns)
+            return len(cursor.fetchall())
+        placeholders = "(" + ", ".join(["%s"] * len(fields)) + ")"
         for start in range(0, len(rows), _INSERT_CHUNK):
             chunk = rows[start : start + _INSERT_CHUNK]
-            params: list = []
-            for row in chunk:
-                params.extend(f.get_db_prep_save(value, connection) for f, value in zip(fields, row))
-            cursor.execute(
-                f"INSERT INTO {quote(meta.db_table)} ({columns}) VALUES "
-                + ", ".join([placeholders] * len(chunk))
-                + f" ON CONFLICT ({quote(meta.get_field('event_id').column)}) DO NOTHING"
-                + f" RETURNING {quote(meta.pk.column)}",
-                params,
-            )
+            params = [f.get_db_prep_save(value, connection) for row in chunk for f, value in zip(fields, row)]
+            cursor.execute(f"{head}VALUES {', '.join([placeholders] * len(chunk))}{tail}", params)
             inserted += len(cursor.fetchall())
     return inserted
 
