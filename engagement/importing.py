@@ -19,7 +19,7 @@ from typing import TextIO
 from django.utils import timezone
 
 from engagement.apis import EventIngestApi, validate_each
-from engagement.services import EventIn, ProductIn, events_ingest
+from engagement.services import CatalogResult, EventIn, ProductIn, events_ingest, products_upsert
 
 EVENT_FIELDS = ("event_id", "customer", "product", "hover_ms", "dwell_ms", "clicked", "occurred_at")
 REQUIRED_COLUMNS = ("event_id", "customer", "product")
@@ -53,6 +53,15 @@ class ChunkedIngest:
         result = events_ingest(events=events)
         self.accepted += result.accepted
         self.duplicates += result.duplicates
+
+
+def upsert_catalog_in_chunks(products: list[ProductIn], chunk_size: int = 1000) -> CatalogResult:
+    """Upsert a catalog of any size through ``products_upsert``, one transaction per chunk."""
+    created = updated = 0
+    for start in range(0, len(products), chunk_size):
+        result = products_upsert(products=products[start : start + chunk_size])
+        created, updated = created + result.created, updated + result.updated
+    return CatalogResult(created=created, updated=updated)
 
 
 # --- event files (CSV with a header, or JSON Lines) ---

@@ -14,8 +14,8 @@ from engagement.importing import (
     movielens_files,
     movielens_products,
     read_movielens_ratings,
+    upsert_catalog_in_chunks,
 )
-from engagement.services import products_upsert
 
 # Bigger than import_events' chunks: the rows are machine-made and already valid, and
 # fewer transactions make the 100k import several times faster.
@@ -38,10 +38,8 @@ class Command(BaseCommand):
         except (OSError, FileFormatError) as exc:
             raise CommandError(str(exc)) from None
 
-        created = updated = 0
-        for start in range(0, len(catalog), 1000):
-            result = products_upsert(products=catalog[start : start + 1000])
-            created, updated = created + result.created, updated + result.updated
+        upserted = upsert_catalog_in_chunks(catalog)
+        created, updated = upserted.created, upserted.updated
 
         ingest = ChunkedIngest(chunk_size=CHUNK_SIZE)
         rejected = 0

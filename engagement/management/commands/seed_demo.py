@@ -9,9 +9,8 @@ from django.utils import timezone
 from tqdm import tqdm
 
 from engagement import demo
-from engagement.importing import ChunkedIngest
+from engagement.importing import ChunkedIngest, upsert_catalog_in_chunks
 from engagement.models import Customer, InteractionEvent, Product
-from engagement.services import products_upsert
 
 # Big chunks: each is one transaction, and the customer/product look-ups are per chunk.
 CHUNK_SIZE = 10_000
@@ -52,10 +51,8 @@ class Command(BaseCommand):
             raise CommandError(str(exc)) from None
 
         # Catalog first, so events find named products rather than creating stubs.
-        created = updated = 0
-        for start in range(0, len(catalog), 1000):
-            result = products_upsert(products=catalog[start : start + 1000])
-            created, updated = created + result.created, updated + result.updated
+        upserted = upsert_catalog_in_chunks(catalog)
+        created, updated = upserted.created, upserted.updated
         ingest = ChunkedIngest(chunk_size=CHUNK_SIZE)
         with tqdm(total=len(drawn), unit=" events", file=sys.stderr, disable=None) as bar:
             for batch in drawn.batches(CHUNK_SIZE):
