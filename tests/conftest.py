@@ -19,9 +19,7 @@ def pytest_report_header(config):
     return f"recsite: database={db} broker={settings.CELERY_BROKER_URL.split('://')[0]}"
 
 
-def pytest_sessionstart(session):
-    if not ON_POSTGRES:
-        return
+def _postgres_problem() -> str | None:
     import psycopg
 
     conf = settings.DATABASES["default"]
@@ -31,14 +29,41 @@ def pytest_sessionstart(session):
             dbname="postgres", connect_timeout=3,
         ).close()
     except psycopg.OperationalError as exc:
-        message = (
-            f"PostgreSQL is not reachable at {conf['HOST']}:{conf['PORT']} ({exc}). Start it "
+        return (
+            f"PostgreSQL is not reachable at {conf['HOST']}:{conf['PORT'] or 5432} ({exc}). Start it "
             "(`pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start`) or "
             "run `make test-embedded` for the SQLite pass only."
         )
-        if IN_CI:
-            pytest.exit(message, returncode=1)
-        session.config._recsite_skip_all = message
+    return None
+
+
+def _redis_problem(url: str) -> str | None:
+    import redis
+
+    try:
+        redis.Redis.from_url(url, socket_connect_timeout=3).ping()
+    except redis.RedisError as exc:
+        return (
+            f"Redis is not reachable at {url} ({exc}). Start it (`redis-server --daemonize yes "
+            "--bind 127.0.0.1 --port 6379 --save ''`) or run `make test-embedded` for the SQLite pass only."
+        )
+    return None
+
+
+def pytest_sessionstart(session):
+    """Skip the whole pass, with how to enable it, when a service it claims is down (fail in CI)."""
+    problems = []
+    if ON_POSTGRES:
+        problems.append(_postgres_problem())
+    for url in {settings.CELERY_BROKER_URL, settings.REDIS_URL or ""}:
+        if url.startswith("redis"):
+            problems.append(_redis_problem(url))
+    message = " ".join(p for p in problems if p)
+    if not message:
+        return
+    if IN_CI:
+        pytest.exit(message, returncode=1)
+    session.config._recsite_skip_all = message
 
 
 def pytest_collection_modifyitems(config, items):
