@@ -101,8 +101,6 @@ class EventInputSerializer(serializers.Serializer):
 class EventIngestApi(APIView):
     """Store a batch of engagement events; each ``event_id`` is stored once."""
 
-    EventInputSerializer = EventInputSerializer  # also used by manage.py import_events
-
     class BatchInputSerializer(serializers.Serializer):
         events = serializers.ListField(
             child=serializers.JSONField(), max_length=settings.RECSITE_INGEST["MAX_BATCH"]
@@ -136,7 +134,7 @@ class EventIngestApi(APIView):
         batch = self.BatchInputSerializer(data=request.data)
         batch.is_valid(raise_exception=True)
         items = batch.validated_data["events"]
-        valid, rejected = validate_each(self.EventInputSerializer(), items)
+        valid, rejected = validate_each(EventInputSerializer(), items)
         now = timezone.now()
         result = events_ingest(
             events=[EventIn(**{"occurred_at": now, **data}) for data in valid],

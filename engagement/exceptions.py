@@ -3,7 +3,6 @@
 import logging
 
 from django.conf import settings
-
 from django.core.exceptions import RequestDataTooBig
 from django.db import DatabaseError, InterfaceError, OperationalError
 from rest_framework.response import Response

@@ -10,7 +10,7 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 
 from engagement import demo
-from engagement.apis import EventIngestApi
+from engagement.apis import EventInputSerializer
 from engagement.models import Customer, InteractionEvent, Product
 
 SMALL = {"customers": 200, "products": 60, "events": 6000, "seed": 3, "days": 30}
@@ -68,7 +68,7 @@ def test_it_draws_mostly_hovers_some_dwells_and_few_clicks_within_the_api_bounds
     assert (events.dwell_ms[events.clicked] > 0).all()
     assert events.hover_ms.min() >= 0 and events.hover_ms.max() <= 3_600_000
     assert events.dwell_ms.max() <= 3_600_000
-    serializer = EventIngestApi.EventInputSerializer()
+    serializer = EventInputSerializer()
     for event in next(events.batches(200)):
         serializer.run_validation(
             {

@@ -10,6 +10,7 @@ from tqdm import tqdm
 from engagement.importing import (
     ChunkedIngest,
     FileFormatError,
+    count_lines,
     infer_format,
     read_csv_rows,
     read_jsonl_rows,
@@ -36,7 +37,7 @@ class Command(BaseCommand):
         ingest = ChunkedIngest(chunk_size=CHUNK_SIZE)
         rejected = 0
         try:
-            total_lines = _count_lines(file)
+            total_lines = count_lines(file)
             # utf-8-sig: spreadsheet exports often start with a byte-order mark.
             with file.open(encoding="utf-8-sig", newline="") as stream, tqdm(
                 total=total_lines, unit=" lines", file=sys.stderr, disable=None
@@ -75,9 +76,3 @@ class Command(BaseCommand):
             for error in errors[: max(0, max_errors - rejected_so_far)]:
                 self.stderr.write(str(error))
         return len(errors)
-
-
-def _count_lines(path: Path) -> int:
-    """Count lines for the progress bar (a fast binary pass)."""
-    with path.open("rb") as stream:
-        return sum(chunk.count(b"\n") for chunk in iter(lambda: stream.read(1 << 20), b""))

@@ -11,6 +11,7 @@ from engagement.importing import (
     ChunkedIngest,
     FileFormatError,
     RowError,
+    count_lines,
     movielens_files,
     movielens_products,
     read_movielens_ratings,
@@ -33,8 +34,7 @@ class Command(BaseCommand):
         try:
             files = movielens_files(directory)
             catalog = movielens_products(files)
-            with files.ratings.open("rb") as stream:
-                total = sum(1 for _ in stream)
+            total = count_lines(files.ratings)
         except (OSError, FileFormatError) as exc:
             raise CommandError(str(exc)) from None
 
