@@ -1,4 +1,4 @@
-"""The shop-facing API: events in, catalog in (DESIGN.md "Contracts")."""
+"""The shop-facing API: events in, catalog in, popular products out (DESIGN.md "Contracts")."""
 
 from __future__ import annotations
 
@@ -6,12 +6,17 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.utils import timezone
-from drf_spectacular.utils import extend_schema, extend_schema_serializer
+from drf_spectacular.utils import (
+    OpenApiResponse,
+    extend_schema,
+    extend_schema_serializer,
+)
 from rest_framework import serializers, status
 from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from .selectors import products_popular
 from .services import EventIn, ProductIn, events_ingest, products_upsert
 
 
@@ -185,3 +190,60 @@ class CatalogUpsertApi(APIView):
         ).data
         all_rejected = bool(items) and not valid
         return Response(body, status=status.HTTP_400_BAD_REQUEST if all_rejected else status.HTTP_200_OK)
+
+
+class PopularProductSerializer(serializers.Serializer):
+    product = serializers.CharField(help_text="The shop's product id.")
+    score = serializers.FloatField(help_text="Summed engagement score of its customers, 3 decimals.")
+    customers = serializers.IntegerField(help_text="Customers who engaged with it.")
+    rank = serializers.IntegerField(help_text="1 for the most popular.")
+
+
+class PopularProductListApi(APIView):
+    """List the active products with the most summed engagement, best first."""
+
+    class InputSerializer(serializers.Serializer):
+        k = serializers.IntegerField(min_value=1, max_value=100, default=10, help_text="How many products.")
+        days = serializers.IntegerField(
+            min_value=1,
+            max_value=3650,
+            required=False,
+            help_text="Count only customers active with a product in the last `days` days; default all time.",
+        )
+        category = serializers.CharField(
+            max_length=settings.RECSITE_INGEST["MAX_ID_LENGTH"],
+            required=False,
+            help_text="Only products of this catalog category.",
+        )
+
+    @extend_schema_serializer(component_name="PopularProductList")
+    class OutputSerializer(serializers.Serializer):
+        items = PopularProductSerializer(many=True)
+        k = serializers.IntegerField()
+        days = serializers.IntegerField(allow_null=True)
+        category = serializers.CharField(allow_null=True)
+
+    @extend_schema(
+        parameters=[InputSerializer],
+        responses={
+            200: OutputSerializer,
+            400: OpenApiResponse(description="Field name -> list of messages, for a bad query parameter."),
+        },
+        summary="List popular products",
+        description=(
+            "Active products ranked by the summed engagement score of their customers; ties go "
+            "to more customers, then to the product id. Rankings are cached for 60 s by default."
+        ),
+    )
+    def get(self, request):
+        params = self.InputSerializer(data=request.query_params)
+        params.is_valid(raise_exception=True)
+        k = params.validated_data["k"]
+        days = params.validated_data.get("days")
+        category = params.validated_data.get("category")
+        popular = products_popular(k=k, days=days, category=category)
+        items = [
+            {"product": p.product, "score": p.score, "customers": p.customers, "rank": rank}
+            for rank, p in enumerate(popular, start=1)
+        ]
+        return Response(self.OutputSerializer({"items": items, "k": k, "days": days, "category": category}).data)

@@ -9,6 +9,7 @@ from decimal import Decimal
 from django.db import transaction
 
 from engagement.models import Product
+from engagement.selectors import popular_cache_clear
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,4 +55,6 @@ def products_upsert(*, products: Sequence[ProductIn]) -> CatalogResult:
         unique_fields=["external_id"],
         update_fields=["name", "category", "price", "active", "is_stub", "updated_at"],
     )
+    # A product just deactivated must leave the cached popular rankings too.
+    transaction.on_commit(popular_cache_clear)
     return CatalogResult(created=len(ids) - len(existing), updated=len(existing))

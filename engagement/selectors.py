@@ -1,0 +1,127 @@
+"""Reads (STYLE 4): popular products."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Collection
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.core.cache import cache
+from django.db.models import Count, Sum
+from django.db.models.functions import Round
+from django.utils import timezone
+
+from .models import Engagement
+
+# How many ranked products one cache entry holds: `exclude` and `k` are applied to it,
+# so it must be deeper than k (at most 100 through the API) plus what a customer has seen.
+POPULAR_CACHE_DEPTH = 500
+# Entries are keyed under the value of this key; popular_cache_clear() sets a new one,
+# so one write retires every (days, category) entry at once. Any fresh value will do
+# (a clock reading), which also covers the key having been evicted.
+_VERSION_KEY = "popular:version"
+
+
+@dataclass(frozen=True)
+class PopularProduct:
+    product: str  # the shop's product id
+    score: float  # summed engagement score of its customers, 3 decimals
+    customers: int  # customers with engagement on it (in the window)
+
+
+def products_popular(
+    *,
+    k: int = 10,
+    days: int | None = None,
+    category: str | None = None,
+    exclude: Collection[str] = (),
+    now: datetime | None = None,
+) -> list[PopularProduct]:
+    """Return the ``k`` active products with the most summed engagement, best first.
+
+    ``days`` counts only customer x product pairs active in the last ``days`` days;
+    ``exclude`` drops those product ids (e.g. what a customer has seen). Ties go to more
+    customers, then to the product id. The ranking is cached per (days, category) for
+    ``RECSITE_POPULAR_CACHE_SECONDS``; an explicit ``now`` reads the database directly,
+    since a cached ranking is as of "about now", not of that moment.
+    """
+    if k <= 0:
+        return []
+    excluded = set(exclude)
+    if now is None:
+        ranked = _ranked_cached(days=days, category=category)
+    else:
+        ranked = _ranked(days=days, category=category, now=now, limit=POPULAR_CACHE_DEPTH)
+    items = [p for p in ranked if p.product not in excluded][:k]
+    if len(items) < k and len(ranked) == POPULAR_CACHE_DEPTH:
+        # The cached depth ran out (a long exclude list, or k over the depth) while more
+        # products may rank below it: ask the database past it, once.
+        items = _ranked(
+            days=days, category=category, now=now or timezone.now(), limit=k, exclude=excluded
+        )
+    return items
+
+
+def popular_cache_clear() -> None:
+    """Forget every cached popularity ranking (tests, after catalog changes)."""
+    cache.set(_VERSION_KEY, time.time_ns(), timeout=None)
+
+
+def _ranked_cached(*, days: int | None, category: str | None) -> list[PopularProduct]:
+    version = cache.get(_VERSION_KEY)
+    if version is None:
+        cache.add(_VERSION_KEY, time.time_ns(), timeout=None)
+        version = cache.get(_VERSION_KEY)
+    # The category is the shop's free text: hashed, so the key is safe for any backend.
+    category_key = "all" if category is None else hashlib.sha256(category.encode()).hexdigest()[:32]
+    key = f"popular:{version}:{'all' if days is None else days}:{category_key}"
+    rows = cache.get(key)
+    if rows is None:
+        ranked = _ranked(days=days, category=category, now=timezone.now(), limit=POPULAR_CACHE_DEPTH)
+        # Plain tuples, so a cached entry survives a change to the dataclass.
+        rows = [(p.product, p.score, p.customers) for p in ranked]
+        cache.set(key, rows, timeout=getattr(settings, "RECSITE_POPULAR_CACHE_SECONDS", 60))
+    return [PopularProduct(product=p, score=s, customers=c) for p, s, c in rows]
+
+
+def _ranked(
+    *,
+    days: int | None,
+    category: str | None,
+    now: datetime,
+    limit: int,
+    exclude: Collection[str] = (),
+) -> list[PopularProduct]:
+    """Rank products in one aggregate query: GROUP BY product over Engagement."""
+    pairs = Engagement.objects.filter(product__active=True)
+    if days is not None:
+        pairs = pairs.filter(last_event_at__gte=now - timedelta(days=days))
+    if category is not None:
+        pairs = pairs.filter(product__category=category)
+    if exclude:
+        pairs = pairs.exclude(product__external_id__in=list(exclude))
+    # The stored score is as of each pair's own last event, not decayed to now as
+    # training does (score_at). Good enough here: with `days`, every pair counted was
+    # active within the window, and with the 30-day half-life decaying it to now would
+    # take at most 1 - 0.5 ** (days / 30) off (15 % for a week), alike for pairs of the
+    # same age; not worth a per-row exp() in SQL for a popularity list. Without `days`,
+    # a long-idle pair keeps the score it had when last active.
+    #
+    # Rounded in SQL before ordering: SQLite sums the scores as floats, and
+    # 0.7 + 0.1 < 0.8 there would break ties that should go to the customer count.
+    ranked = (
+        pairs.values("product_id", "product__external_id")
+        .annotate(total=Round(Sum("score"), 3), customers=Count("customer_id"))
+        .order_by("-total", "-customers", "product__external_id")[:limit]
+    )
+    return [
+        PopularProduct(
+            product=row["product__external_id"],
+            score=round(float(row["total"]), 3),
+            customers=row["customers"],
+        )
+        for row in ranked
+    ]
