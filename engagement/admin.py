@@ -1,7 +1,14 @@
 from django.contrib import admin
 from rest_framework_api_key.admin import APIKeyModelAdmin
 
-from .models import Customer, Engagement, EngagementWatermark, InteractionEvent, Product, ShopApiKey
+from .models import (
+    Customer,
+    Engagement,
+    EngagementWatermark,
+    InteractionEvent,
+    Product,
+    ShopApiKey,
+)
 
 
 @admin.register(Customer)
@@ -48,4 +55,5 @@ class EngagementWatermarkAdmin(admin.ModelAdmin):
 
 @admin.register(ShopApiKey)
 class ShopApiKeyAdmin(APIKeyModelAdmin):
-    pass
+    list_display = (*APIKeyModelAdmin.list_display, "is_admin")
+    list_filter = (*APIKeyModelAdmin.list_filter, "is_admin")

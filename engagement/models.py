@@ -116,6 +116,10 @@ class EngagementWatermark(models.Model):
 class ShopApiKey(AbstractAPIKey):
     """A key the shop sends as ``Authorization: Api-Key <key>``; only its hash is stored."""
 
+    # A shop key sends events and reads recommendations; an admin key may also start
+    # training runs and promote or roll back models (``create_api_key NAME --admin``).
+    is_admin = models.BooleanField(default=False, help_text="May start training and promote models.")
+
     class Meta(AbstractAPIKey.Meta):
         verbose_name = "shop API key"
         verbose_name_plural = "shop API keys"

@@ -8,8 +8,11 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("name", help="What the key is for, e.g. 'storefront'.")
+        parser.add_argument(
+            "--admin", action="store_true", help="Also allow starting training runs and promoting models."
+        )
 
-    def handle(self, *args, name: str, **options):
-        _, key = ShopApiKey.objects.create_key(name=name)
+    def handle(self, *args, name: str, admin: bool, **options):
+        _, key = ShopApiKey.objects.create_key(name=name, is_admin=admin)
         self.stdout.write(key)
         self.stderr.write(f"Send it as:  Authorization: Api-Key {key}\nIt is not shown again.")

@@ -35,6 +35,7 @@ class Command(BaseCommand):
             User.objects.create_superuser(USERNAME, email="", password=password)
             # The demo key comes with the first admin only, so re-runs don't pile up keys.
             _, key = ShopApiKey.objects.create_key(name="demo")
+            _, admin_key = ShopApiKey.objects.create_key(name="demo-admin", is_admin=True)
 
         example = {
             "events": [
@@ -53,6 +54,11 @@ class Command(BaseCommand):
                     f"  curl -X POST {base_url.rstrip('/')}/api/v1/events/ \\",
                     f"    -H 'Authorization: Api-Key {key}' -H 'Content-Type: application/json' \\",
                     f"    -d '{json.dumps(example)}'",
+                    "Created an admin API key (may also train and promote models):",
+                    f"  admin api key: {admin_key}",
+                    "Train a model and follow it:",
+                    f"  curl -X POST {base_url.rstrip('/')}/api/v1/training-runs/ -H 'Authorization: Api-Key {admin_key}'",
+                    f"  curl {base_url.rstrip('/')}/api/v1/training-runs/<id>/ -H 'Authorization: Api-Key {admin_key}'",
                 ]
             )
         )
