@@ -1,0 +1,281 @@
+"""The training loop: Adam on per-channel BCE, fresh negatives every epoch, early stopping.
+
+Validation ranks with ``CatalogScorer``, the function the API serves with, so the epoch
+kept is the one that ranks best the way customers will see it.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from training.ml.data import Interactions, Split, items_by_customer, sample_examples
+from training.ml.metrics import evaluate_ranking
+from training.ml.model import RecommenderConfig, RecommenderNN, _from_dict
+from training.ml.scoring import CatalogScorer
+
+# A gain smaller than this is noise, not an improvement (NDCG is a mean over <= 2000 customers).
+MIN_IMPROVEMENT = 1e-6
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How to train: optimiser, sampling, stopping, seed and device."""
+
+    epochs: int = 20
+    batch_size: int = 1024
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    negatives_per_positive: int = 4
+    patience: int = 3
+    seed: int = 42
+    device: str = "auto"  # "auto": CUDA when available, else CPU; or "cpu", "cuda", "cuda:1"
+    max_validation_customers: int = 2000
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size", "patience", "max_validation_customers"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+        for name in ("negatives_per_positive", "seed"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"{name} must be an integer >= 0, got {value!r}.")
+        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"lr must be a positive number, got {self.lr!r}.")
+        if not (
+            isinstance(self.weight_decay, (int, float)) and math.isfinite(self.weight_decay) and self.weight_decay >= 0
+        ):
+            raise ValueError(f"weight_decay must be a number >= 0, got {self.weight_decay!r}.")
+        if not isinstance(self.device, str) or not (
+            self.device == "auto" or self.device.split(":")[0] in ("cpu", "cuda")
+        ):
+            raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {self.device!r}.")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the config as a plain JSON-able dict."""
+        return {name: getattr(self, name) for name in self.__dataclass_fields__}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        """Build a config from ``to_dict`` output (or part of it); unknown keys are an error."""
+        return _from_dict(cls, data)
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Where training stands after one optimiser step."""
+
+    epoch: int  # 1-based
+    epochs: int
+    step: int  # 1-based, within the epoch
+    steps: int  # per epoch
+    loss: float  # mean loss of this epoch's steps so far
+    eta_seconds: float  # until the last epoch ends, if none stops early
+    validation_ndcg: float | None  # the last finished epoch's full-ranking NDCG@10
+
+
+class TrainingCancelled(Exception):
+    """Raised by an ``on_progress`` callback to stop training; ``train`` lets it through."""
+
+
+@dataclass
+class TrainResult:
+    """The trained model (best epoch, on CPU, eval mode) and how training went."""
+
+    model: RecommenderNN
+    history: list[dict[str, Any]] = field(default_factory=list)  # epoch, loss, validation_ndcg@10, seconds
+    best_epoch: int = 0
+    stopped_early: bool = False
+    device: str = "cpu"
+    examples_per_second: float = 0.0
+
+
+def set_seed(seed: int) -> None:
+    """Seed Python, numpy and torch (CPU and CUDA) so a run can be repeated."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)  # seeds every CUDA device too
+    # cuDNN is unused by these layers; pinned anyway so a future conv/RNN layer stays repeatable.
+    torch.backends.cudnn.deterministic = True
+    torch.backends.cudnn.benchmark = False
+
+
+def resolve_device(name: str) -> torch.device:
+    """Turn "auto" into CUDA when available, else CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def train(
+    *,
+    model_config: RecommenderConfig,
+    train_config: TrainConfig,
+    train: Interactions,
+    validation: Split | None,
+    prior: np.ndarray,
+    channel_weights: Sequence[float],
+    on_progress: Callable[[Progress], None] | None = None,
+) -> TrainResult:
+    """Fit a RecommenderNN on ``train`` and keep the epoch with the best validation NDCG@10.
+
+    ``validation.train`` names the rows excluded from each validation customer's ranking,
+    ``validation.test_*`` the held-out pairs. Without validation customers every epoch
+    runs and the last one is kept. ``on_progress`` is called after every step; raising
+    ``TrainingCancelled`` in it stops training.
+    """
+    if (train.num_customers, train.num_products) != (model_config.num_customers, model_config.num_products):
+        raise ValueError(
+            f"training data has {train.num_customers} customers x {train.num_products} products, the config "
+            f"{model_config.num_customers} x {model_config.num_products}."
+        )
+    prior = np.asarray(prior, dtype=np.float32)
+    if prior.shape != (model_config.num_products,):
+        raise ValueError(f"prior must have shape ({model_config.num_products},), got {prior.shape}.")
+    if len(train) == 0:
+        raise ValueError("no training rows.")
+
+    cfg = train_config
+    set_seed(cfg.seed)
+    device = resolve_device(cfg.device)
+    model = RecommenderNN(model_config).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    prior_on_device = torch.as_tensor(prior, device=device)
+    validate = _validation_plan(validation, cfg) if validation is not None else None
+
+    history: list[dict[str, Any]] = []
+    best_ndcg = -math.inf
+    best_epoch = 0
+    best_state: dict[str, torch.Tensor] | None = None
+    epochs_without_gain = 0
+    stopped_early = False
+    last_ndcg: float | None = None
+    examples_seen = 0
+    fit_seconds = 0.0
+    validation_seconds = 0.0
+
+    for epoch in range(1, cfg.epochs + 1):
+        epoch_started = time.perf_counter()
+        model.train()
+        # One stream per (seed, epoch): the negatives of epoch e do not depend on how many were drawn before.
+        rng = np.random.default_rng([cfg.seed, epoch])
+        examples = sample_examples(train, negatives_per_positive=cfg.negatives_per_positive, rng=rng)
+        customers = torch.from_numpy(examples.customers).to(device)
+        products = torch.from_numpy(examples.products).to(device)
+        channels = torch.from_numpy(examples.interactions).to(device)
+        targets = torch.from_numpy(examples.targets).to(device)
+        count = len(examples)
+        order = torch.from_numpy(rng.permutation(count)).to(device)
+        steps = math.ceil(count / cfg.batch_size)
+        loss_sum = torch.zeros((), device=device)
+        loss_value = 0.0
+
+        for step in range(1, steps + 1):
+            batch = order[(step - 1) * cfg.batch_size : step * cfg.batch_size]
+            batch_products = products[batch]
+            logits = model.logits(customers[batch], batch_products, channels[batch], prior_on_device[batch_products])
+            # BCE with logits is BCE on the sigmoid output, without its log(0) at saturation.
+            loss = F.binary_cross_entropy_with_logits(logits, targets[batch])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            loss_sum += loss.detach() * len(batch)
+            if on_progress is not None:
+                done = min(step * cfg.batch_size, count)
+                loss_value = float(loss_sum) / done
+                elapsed = fit_seconds + (time.perf_counter() - epoch_started)
+                seen = examples_seen + done
+                remaining = (count - done) + (cfg.epochs - epoch) * count
+                validation_each = validation_seconds / (epoch - 1) if epoch > 1 else 0.0
+                eta = remaining * elapsed / seen + validation_each * (cfg.epochs - epoch + 1)
+                on_progress(
+                    Progress(
+                        epoch=epoch,
+                        epochs=cfg.epochs,
+                        step=step,
+                        steps=steps,
+                        loss=loss_value,
+                        eta_seconds=eta,
+                        validation_ndcg=last_ndcg,
+                    )
+                )
+        epoch_loss = float(loss_sum) / count
+        fit_seconds += time.perf_counter() - epoch_started
+        examples_seen += count
+
+        validation_started = time.perf_counter()
+        ndcg = validate(model, prior, channel_weights) if validate is not None else None
+        validation_seconds += time.perf_counter() - validation_started
+        history.append(
+            {
+                "epoch": epoch,
+                "loss": epoch_loss,
+                "validation_ndcg@10": ndcg,
+                "seconds": time.perf_counter() - epoch_started,
+            }
+        )
+        last_ndcg = ndcg
+        if ndcg is None or ndcg > best_ndcg + MIN_IMPROVEMENT:
+            best_ndcg = ndcg if ndcg is not None else best_ndcg
+            best_epoch = epoch
+            best_state = {name: value.detach().to("cpu", copy=True) for name, value in model.state_dict().items()}
+            epochs_without_gain = 0
+        else:
+            epochs_without_gain += 1
+            if epochs_without_gain >= cfg.patience:
+                stopped_early = epoch < cfg.epochs
+                break
+
+    model = model.cpu()
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    model.eval()
+    return TrainResult(
+        model=model,
+        history=history,
+        best_epoch=best_epoch,
+        stopped_early=stopped_early,
+        device=str(device),
+        examples_per_second=examples_seen / fit_seconds if fit_seconds > 0 else 0.0,
+    )
+
+
+def _validation_plan(
+    validation: Split, cfg: TrainConfig
+) -> Callable[[RecommenderNN, np.ndarray, Sequence[float]], float] | None:
+    """Return a function computing full-ranking NDCG@10 on a fixed, seeded customer subset."""
+    test_count = len(validation.test_customers)
+    if test_count == 0:
+        return None
+    rows = np.arange(test_count)
+    if test_count > cfg.max_validation_customers:
+        rows = np.sort(np.random.default_rng(cfg.seed).choice(test_count, cfg.max_validation_customers, replace=False))
+    test_customers = validation.test_customers[rows]
+    test_products = validation.test_products[rows]
+    indptr, indices = items_by_customer(validation.train)
+
+    def validate(model: RecommenderNN, prior: np.ndarray, channel_weights: Sequence[float]) -> float:
+        scorer = CatalogScorer(model, prior, channel_weights)
+        metrics = evaluate_ranking(
+            scorer.score,
+            test_customers=test_customers,
+            test_products=test_products,
+            train_indptr=indptr,
+            train_indices=indices,
+            num_products=scorer.num_products,
+            # Early stopping reads full-ranking NDCG only; skip drawing sampled negatives.
+            sampled_negatives=0,
+            seed=cfg.seed,
+        )
+        return float(metrics["full"]["ndcg@10"])
+
+    return validate

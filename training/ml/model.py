@@ -1,0 +1,136 @@
+"""RecommenderNN: the original design, layer for layer (DESIGN "RecommenderNN").
+
+Inputs are known at serving time for every product, including ones the customer never
+touched: the ``interaction`` input is the signal channel the model is asked about
+(hover, dwell, click), not the observed event's type, and the ``+1`` scalar is the
+product's dwell prior, not the pair's own dwell. Feeding the observed event instead
+lets the model read the answer off its input (DESIGN: "the trap to avoid").
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+# Channel ids 0, 1, 2: "how strong will this customer's <channel> signal be on this product".
+CHANNELS = ("hover", "dwell", "click")
+
+# Small embedding init: with default N(0, 1) the 97-wide fc1 input starts dominated by
+# random embedding noise and the first epochs are spent shrinking it.
+EMBEDDING_INIT_STD = 0.05
+
+
+@dataclass(frozen=True)
+class RecommenderConfig:
+    """Sizes and switches of RecommenderNN; stored in every artifact."""
+
+    num_customers: int
+    num_products: int
+    num_interactions: int = len(CHANNELS)
+    embed_dim: int = 32
+    dropout: float = 0.0
+    # NeuMF-style GMF branch whose logit is added to the MLP's (the original layers keep their shapes).
+    dot_branch: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("num_customers", "num_products", "num_interactions", "embed_dim"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+        if isinstance(self.dropout, bool) or not isinstance(self.dropout, (int, float)) or not 0 <= self.dropout < 1:
+            raise ValueError(f"dropout must be a number in [0, 1), got {self.dropout!r}.")
+        if not isinstance(self.dot_branch, bool):
+            # ValueError like every other bad option, so callers catch one exception type.
+            raise ValueError(f"dot_branch must be a bool, got {self.dot_branch!r}.")  # noqa: TRY004
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the config as a plain JSON-able dict."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RecommenderConfig:
+        """Build a config from ``to_dict`` output; unknown or missing keys are an error."""
+        return _from_dict(cls, data)
+
+
+def _from_dict(cls: type, data: dict[str, Any]) -> Any:
+    """Build a config dataclass, refusing unknown keys (a typo must not be silently dropped)."""
+    if not isinstance(data, dict):
+        raise ValueError(f"{cls.__name__} needs a dict, got {type(data).__name__}.")  # noqa: TRY004 (as above)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ValueError(f"{cls.__name__} has no field(s) {', '.join(map(repr, unknown))}.")
+    missing = sorted(
+        name
+        for name, f in fields.items()
+        if name not in data and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    )
+    if missing:
+        raise ValueError(f"{cls.__name__} is missing field(s) {', '.join(map(repr, missing))}.")
+    return cls(**data)
+
+
+class RecommenderNN(nn.Module):
+    """Predict a customer's per-channel engagement with a product, in (0, 1)."""
+
+    def __init__(self, config: RecommenderConfig) -> None:
+        super().__init__()
+        self.config = config
+        d = config.embed_dim
+        self.user_embed = nn.Embedding(config.num_customers, d)
+        self.product_embed = nn.Embedding(config.num_products, d)
+        self.interaction_embed = nn.Embedding(config.num_interactions, d)
+        self.fc1 = nn.Linear(d * 3 + 1, 64)
+        self.fc2 = nn.Linear(64, 32)
+        self.out = nn.Linear(32, 1)
+        self.sigmoid = nn.Sigmoid()
+        self.relu = nn.ReLU()
+        self.dropout = nn.Dropout(p=config.dropout)
+        if config.dot_branch:
+            self.gmf_user_embed = nn.Embedding(config.num_customers, d)
+            self.gmf_product_embed = nn.Embedding(config.num_products, d)
+            self.gmf_out = nn.Linear(d, 1)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Initialise embeddings small and linear layers with torch's defaults."""
+        for module in self.modules():
+            if isinstance(module, nn.Embedding):
+                nn.init.normal_(module.weight, std=EMBEDDING_INIT_STD)
+            elif isinstance(module, nn.Linear):
+                module.reset_parameters()
+
+    def logits(
+        self, customers: torch.Tensor, products: torch.Tensor, interactions: torch.Tensor, prior: torch.Tensor
+    ) -> torch.Tensor:
+        """Return the pre-sigmoid scores, shape [B] (training uses them for a stable BCE)."""
+        x = torch.cat(
+            [
+                self.user_embed(customers),
+                self.product_embed(products),
+                self.interaction_embed(interactions),
+                prior.to(self.fc1.weight.dtype)[:, None],
+            ],
+            dim=1,
+        )
+        h = self.relu(self.fc1(x))
+        if self.config.dropout > 0:
+            h = self.dropout(h)
+        h = self.relu(self.fc2(h))
+        if self.config.dropout > 0:
+            h = self.dropout(h)
+        logit = self.out(h).squeeze(-1)
+        if self.config.dot_branch:
+            logit = logit + self.gmf_out(self.gmf_user_embed(customers) * self.gmf_product_embed(products)).squeeze(-1)
+        return logit
+
+    def forward(
+        self, customers: torch.Tensor, products: torch.Tensor, interactions: torch.Tensor, prior: torch.Tensor
+    ) -> torch.Tensor:
+        """Return the predicted channel intensity in (0, 1), shape [B]; no side effects."""
+        return self.sigmoid(self.logits(customers, products, interactions, prior))
