@@ -42,6 +42,24 @@ def _broker_ready() -> str | None:
     return None
 
 
+def _model_state() -> str:
+    """Say what recommendations come from; informational, never "not ready".
+
+    No promoted model is a normal state (a new shop): the API serves popular products.
+    """
+    from training.serving import (
+        served_model,  # training depends on engagement, not back
+    )
+
+    try:
+        served = served_model()
+    except Exception as exc:  # the database check reports the cause
+        return f"unknown ({type(exc).__name__})"
+    if served is None:
+        return "none: serving popular products"
+    return f"version {served.version_id}"
+
+
 @require_GET
 @never_cache
 def readyz(request):
@@ -49,5 +67,6 @@ def readyz(request):
     checks = {"database": _database_ready(), "broker": _broker_ready()}
     body = {name: ("ok" if error is None else error) for name, error in checks.items()}
     ready = all(error is None for error in checks.values())
+    body["model"] = _model_state() if checks["database"] is None else "unknown (database down)"
     body["status"] = "ok" if ready else "unavailable"
     return JsonResponse(body, status=200 if ready else 503)

@@ -316,7 +316,15 @@ CELERY_BEAT_SCHEDULE = {
         # While no worker runs, don't let a pile of identical folds queue up.
         "options": {"expires": 55},
     },
+    "sweep-training-runs": {
+        "task": "training.tasks.sweep_training_runs",
+        "schedule": env_float("RECSITE_SWEEP_EVERY_SECONDS", 30.0),
+        "options": {"expires": 25},
+    },
 }
+# Training has its own queue so a GPU machine can run `celery worker -Q training`;
+# the embedded worker and the tests' worker consume both queues.
+CELERY_TASK_ROUTES = {"training.tasks.retrain": {"queue": "training"}}
 
 # --- recsite ---
 
@@ -341,6 +349,63 @@ RECSITE_ENGAGEMENT = {
     "DWELL_WEIGHT": env_float("RECSITE_DWELL_WEIGHT", 0.4),
     "CLICK_WEIGHT": env_float("RECSITE_CLICK_WEIGHT", 0.4),
     "HALF_LIFE_DAYS": env_float("RECSITE_HALF_LIFE_DAYS", 30.0),
+}
+
+# Popular products are ranked by one GROUP BY over engagement; each ranking is cached
+# this long (seconds; 0 turns the cache off). A catalog upsert clears it.
+RECSITE_POPULAR_CACHE_SECONDS = env_int("RECSITE_POPULAR_CACHE_SECONDS", 60)
+
+# Training runs and serving (docs/model.md). Each value can be overridden per run
+# (POST /api/v1/training-runs/ {"options": {...}} or manage.py train --option).
+RECSITE_TRAINING = {
+    # Artifacts live here; in production every web and worker machine must see the same
+    # directory (a shared volume), since workers write and web processes read.
+    "MODEL_DIR": Path(env_str("RECSITE_MODEL_DIR", str(VAR_DIR / "models"))).resolve(),
+    # The model (training.ml.model.RecommenderConfig) and the loop (training.ml.loop.TrainConfig).
+    "EMBED_DIM": env_int("RECSITE_EMBED_DIM", 32),
+    "DROPOUT": 0.0,
+    # A NeuMF-style dot-product branch added to the original MLP's logit (docs/model.md:
+    # it got small shops past the MLP's popularity plateau and helped on ml-100k).
+    "DOT_BRANCH": env_bool("RECSITE_DOT_BRANCH", True),
+    "EPOCHS": env_int("RECSITE_TRAIN_EPOCHS", 20),
+    # 0: chosen per run so an epoch has at least MIN_STEPS_PER_EPOCH steps, within
+    # [128, 1024]; small shops otherwise get too few Adam steps per epoch (docs/model.md).
+    "BATCH_SIZE": 0,
+    "MIN_STEPS_PER_EPOCH": 400,
+    "LR": 1e-3,
+    "WEIGHT_DECAY": 0.0,
+    "NEGATIVES_PER_POSITIVE": 4,
+    "PATIENCE": 3,
+    "SEED": 42,
+    "MAX_VALIDATION_CUSTOMERS": 2000,
+    # To which moment training targets are decayed: "customer" (each customer's newest
+    # event), "shop" (the newest event of all) or "none"; docs/model.md has the measurements.
+    "TARGET_RECENCY": env_str("RECSITE_TARGET_RECENCY", "customer"),
+    # Evaluation (DESIGN.md): the held-out item against this many sampled products.
+    "SAMPLED_NEGATIVES": 99,
+    # The gate: promote only if full-ranking NDCG@10 beats popularity and is at most
+    # this much (absolute) below the promoted model's on the same held-out split.
+    "PROMOTION_TOLERANCE": env_float("RECSITE_PROMOTION_TOLERANCE", 0.01),
+    # Fewer held-out customers than this and the metrics are noise: the run is rejected.
+    "MIN_TEST_CUSTOMERS": env_int("RECSITE_MIN_TEST_CUSTOMERS", 10),
+    # A running worker writes a heartbeat this often; the sweeper (every
+    # RECSITE_SWEEP_EVERY_SECONDS) fails a running run whose heartbeat is older than
+    # STALE_SECONDS, so a kill -9 is noticed within STALE + SWEEP seconds (90 s).
+    "HEARTBEAT_SECONDS": env_float("RECSITE_TRAINING_HEARTBEAT_SECONDS", 10.0),
+    "STALE_SECONDS": env_float("RECSITE_TRAINING_STALE_SECONDS", 60.0),
+    # A run no worker has picked up for this long (no worker, lost message) is failed.
+    "QUEUED_TIMEOUT_SECONDS": env_float("RECSITE_TRAINING_QUEUED_TIMEOUT_SECONDS", 1800.0),
+    # Celery time limits of the retrain task; the Redis visibility timeout must exceed
+    # TIME_LIMIT (checked at start-up, training.checks).
+    "SOFT_TIME_LIMIT": env_int("RECSITE_TRAINING_SOFT_TIME_LIMIT", 3600),
+    "TIME_LIMIT": env_int("RECSITE_TRAINING_TIME_LIMIT", 3900),
+    # How often a serving process asks which version is promoted (seconds); a promotion
+    # reaches every process within this time.
+    "SERVING_REFRESH_SECONDS": env_float("RECSITE_SERVING_REFRESH_SECONDS", 2.0),
+    # Torch threads in a serving process. One customer x 10,000 products takes ~2 ms on
+    # one thread; more threads per web process, next to other web processes and workers
+    # on the same cores, measured 20x slower (oversubscription), not faster.
+    "SERVING_TORCH_THREADS": env_int("RECSITE_SERVING_TORCH_THREADS", 1),
 }
 
 LOGGING = {

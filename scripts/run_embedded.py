@@ -30,7 +30,6 @@ def prepare(base_url: str) -> None:
     import django
 
     django.setup()
-    from django.conf import settings
     from django.core.management import call_command
     from django.db import connections
 
@@ -112,7 +111,9 @@ def main() -> int:
         # Gossip, mingle and event heartbeats talk to other workers; there are none. Celery
         # already skips gossip and mingle on the filesystem transport; the flags keep the
         # command right on Redis too, where mingle would delay start-up.
-        "worker": [py, "-m", "celery", "-A", "recsite", "worker", "--concurrency", "1", "--loglevel", "INFO",
+        # Two slots: a training run holds one for minutes, folds keep the other.
+        "worker": [py, "-m", "celery", "-A", "recsite", "worker", "--concurrency", "2", "--loglevel", "INFO",
+                   "--queues", "celery,training",
                    "--without-gossip", "--without-mingle", "--without-heartbeat"],
         # The schedule file is CELERY_BEAT_SCHEDULE_FILENAME, under the var folder.
         "beat": [py, "-m", "celery", "-A", "recsite", "beat", "--loglevel", "INFO"],

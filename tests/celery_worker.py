@@ -65,7 +65,7 @@ def celery_worker_process(django_db_setup, tmp_path_factory, pytestconfig):
     }
     command = [
         sys.executable, "-m", "celery", "-A", "recsite", "worker", "--pool", "solo",
-        "--loglevel", "INFO",
+        "--loglevel", "INFO", "--queues", "celery,training",
         # A fixed node name: the filesystem transport never removes a worker's remote
         # control binding, so each new name would be one more broadcast target nobody reads.
         "--hostname", "tests@%h",

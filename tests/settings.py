@@ -6,10 +6,15 @@ from pathlib import Path
 # Tests keep their runtime files (SQLite file, broker folders, cache) apart from `make run`'s.
 os.environ.setdefault("RECSITE_VAR_DIR", str(Path(__file__).resolve().parent.parent / "var" / "test"))
 
-from recsite.settings import *  # noqa: E402,F403
+# Training runs in tests live inside a test transaction, where a heartbeat thread (its
+# own connection) would wait on the test's lock; tests that need heartbeats set these.
+os.environ.setdefault("RECSITE_TRAINING_HEARTBEAT_SECONDS", "3600")
+os.environ.setdefault("RECSITE_TRAINING_STALE_SECONDS", "7300")
+
+from recsite.settings import *
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 STORAGES = {
-    **STORAGES,  # noqa: F405
+    **STORAGES,
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
 }

@@ -22,7 +22,9 @@ def test_it_answers_healthz_while_the_process_is_up(client):
 def test_it_is_ready_when_the_database_and_the_broker_answer(client):
     response = client.get("/readyz")
     assert response.status_code == 200, response.json()
-    assert response.json() == {"database": "ok", "broker": "ok", "status": "ok"}
+    assert response.json() == {
+        "database": "ok", "broker": "ok", "model": "none: serving popular products", "status": "ok"
+    }  # fmt: skip
 
 
 def test_it_is_not_ready_when_the_broker_is_unreachable(client):

@@ -1,0 +1,132 @@
+"""GET /api/v1/recommendations/<customer>/: the model's top products, or popular ones."""
+
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from engagement.models import Customer, Engagement, Product
+from training.models import ModelVersion
+from training.services import artifact_abspath, model_version_promote
+
+PRODUCTS = [f"p-{i}" for i in range(12)]
+CUSTOMERS = ["alice", "bob"]
+
+
+def url(customer: str) -> str:
+    return f"/api/v1/recommendations/{customer}/"
+
+
+def engage(customer: str, product: str, score: str = "0.500") -> None:
+    Engagement.objects.create(
+        customer=Customer.objects.get_or_create(external_id=customer)[0],
+        product=Product.objects.get(external_id=product),
+        last_event_at=timezone.now() - timedelta(hours=1), score=score, dwell_decayed=0.5,
+    )  # fmt: skip
+
+
+@pytest.fixture
+def catalog(db):
+    for i, pid in enumerate(PRODUCTS):
+        Product.objects.create(external_id=pid, category="even" if i % 2 == 0 else "odd")
+    engage("alice", "p-0", "0.900")
+    engage("bob", "p-0", "0.800")
+    engage("bob", "p-1", "0.700")
+
+
+@pytest.fixture
+def promoted(catalog, make_version) -> ModelVersion:
+    version = make_version(customer_ids=CUSTOMERS, product_ids=PRODUCTS, seed=3)
+    return model_version_promote(version_id=version.pk, actor="test")
+
+
+def test_without_a_promoted_model_it_serves_popular_products(shop_client, catalog):
+    body = shop_client.get(url("carol")).json()
+
+    assert body["strategy"] == "popular" and body["model_version"] is None
+    assert [i["product"] for i in body["items"][:2]] == ["p-0", "p-1"]
+    assert [i["rank"] for i in body["items"]] == list(range(1, len(body["items"]) + 1))
+
+
+def test_a_known_customer_without_a_model_gets_popular_products_minus_seen(shop_client, catalog):
+    body = shop_client.get(url("bob")).json()
+
+    assert body["strategy"] == "popular"
+    assert {"p-0", "p-1"}.isdisjoint(i["product"] for i in body["items"])
+
+
+def test_an_unknown_customer_gets_popular_products_even_with_a_model(shop_client, promoted):
+    body = shop_client.get(url("somebody-new")).json()
+
+    assert body["strategy"] == "popular" and body["items"][0]["product"] == "p-0"
+
+
+def test_a_known_customer_gets_the_models_top_k_without_seen_products(shop_client, promoted):
+    body = shop_client.get(url("bob"), {"k": 5}).json()
+
+    assert body["strategy"] == "model" and body["model_version"] == promoted.pk and body["customer"] == "bob"
+    products = [i["product"] for i in body["items"]]
+    assert len(products) == 5 and {"p-0", "p-1"}.isdisjoint(products)
+    scores = [i["score"] for i in body["items"]]
+    assert scores == sorted(scores, reverse=True) and all(0 <= s <= 1 for s in scores)
+
+
+def test_it_shows_seen_products_when_asked(shop_client, promoted):
+    body = shop_client.get(url("bob"), {"k": 12, "exclude_seen": "false"}).json()
+
+    assert {"p-0", "p-1"} <= {i["product"] for i in body["items"]}
+
+
+def test_it_never_recommends_an_inactive_product(shop_client, promoted):
+    Product.objects.filter(external_id__in=["p-2", "p-3", "p-4"]).update(active=False, updated_at=timezone.now())
+
+    body = shop_client.get(url("alice"), {"k": 100}).json()
+
+    products = {i["product"] for i in body["items"]}
+    assert products == set(PRODUCTS) - {"p-0", "p-2", "p-3", "p-4"}
+
+
+def test_it_filters_by_category(shop_client, promoted):
+    body = shop_client.get(url("alice"), {"category": "odd", "k": 100}).json()
+
+    assert {i["product"] for i in body["items"]} == {f"p-{i}" for i in range(1, 12, 2)}
+
+
+def test_it_scores_with_the_promoted_models_scorer(shop_client, promoted):
+    from training.services import model_version_load
+
+    loaded = model_version_load(promoted)
+    expected = loaded.scorer.score([loaded.customer_index["alice"]])[0]
+
+    body = shop_client.get(url("alice"), {"k": 3}).json()
+
+    for item in body["items"]:
+        assert item["score"] == pytest.approx(float(expected[loaded.product_index[item["product"]]]), abs=1e-4)
+
+
+@pytest.mark.parametrize("params", [{"k": 0}, {"k": 101}, {"k": "ten"}, {"exclude_seen": "maybe"}])
+def test_bad_parameters_get_a_400_naming_the_field(shop_client, catalog, params):
+    response = shop_client.get(url("alice"), params)
+
+    assert response.status_code == 400
+    assert set(response.json()) == set(params)
+
+
+def test_it_needs_the_shops_key(anonymous_client, catalog):
+    assert anonymous_client.get(url("alice")).status_code == 401
+
+
+def test_a_corrupt_promoted_artifact_is_refused_and_the_last_good_model_keeps_serving(
+    shop_client, promoted, make_version
+):
+    assert shop_client.get(url("alice")).json()["model_version"] == promoted.pk
+    tampered = make_version(customer_ids=CUSTOMERS, product_ids=PRODUCTS, seed=4)
+    path = artifact_abspath(tampered)
+    path.write_bytes(path.read_bytes()[:-10])
+    # Promoted behind the service's back (the service itself would refuse it).
+    ModelVersion.objects.filter(pk=promoted.pk).update(status=ModelVersion.Status.RETIRED)
+    ModelVersion.objects.filter(pk=tampered.pk).update(status=ModelVersion.Status.PROMOTED)
+
+    body = shop_client.get(url("alice")).json()
+
+    assert body["strategy"] == "model" and body["model_version"] == promoted.pk

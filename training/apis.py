@@ -1,0 +1,239 @@
+"""Recommendations for the shop; training runs and model versions for admins (DESIGN.md "Contracts")."""
+
+from __future__ import annotations
+
+from django.db import OperationalError
+from django.shortcuts import get_object_or_404
+from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
+from rest_framework import serializers, status
+from rest_framework.exceptions import ValidationError
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from engagement.models import ShopApiKey
+from engagement.permissions import CanReadTraining, HasShopApiKey, IsRecsysAdmin
+
+from .models import ModelVersion, TrainingRun
+from .services import (
+    PromotionRefused,
+    TrainingOptionsInvalid,
+    model_version_promote,
+    model_version_rollback,
+    training_run_cancel,
+    training_run_start,
+)
+from .serving import MAX_K, recommendations_for
+
+
+def actor_of(request) -> str:
+    """Who is asking, in the words TrainingRun.triggered_by and ModelPromotion.actor use."""
+    if isinstance(request.auth, ShopApiKey):
+        return f"api-key:{request.auth.name}"
+    return f"user:{request.user.get_username()}"
+
+
+# --- recommendations ---
+
+
+class RecommendedItemSerializer(serializers.Serializer):
+    product = serializers.CharField()
+    score = serializers.FloatField(help_text="The model's engagement estimate, or summed engagement when popular.")
+    rank = serializers.IntegerField()
+
+
+class RecommendationsOutputSerializer(serializers.Serializer):
+    customer = serializers.CharField()
+    model_version = serializers.IntegerField(allow_null=True)
+    strategy = serializers.ChoiceField(choices=["model", "popular"])
+    items = RecommendedItemSerializer(many=True)
+
+
+class RecommendationListApi(APIView):
+    permission_classes = [HasShopApiKey]
+
+    class InputSerializer(serializers.Serializer):
+        k = serializers.IntegerField(min_value=1, max_value=MAX_K, default=10)
+        category = serializers.CharField(max_length=100, required=False)
+        exclude_seen = serializers.BooleanField(default=True)
+
+    @extend_schema(
+        operation_id="recommendations_list",
+        parameters=[InputSerializer],
+        responses={
+            200: RecommendationsOutputSerializer,
+            400: OpenApiResponse(description="k, category or exclude_seen is not valid."),
+        },
+        description="A customer's top products. An unknown customer, or no promoted model, gets popular "
+        "products (`strategy: popular`), never an error. Seen and inactive products are left out.",
+    )
+    def get(self, request, customer: str):
+        params = self.InputSerializer(data=request.query_params)
+        params.is_valid(raise_exception=True)
+        result = recommendations_for(customer=customer, **params.validated_data)
+        return Response(RecommendationsOutputSerializer(result).data)
+
+
+# --- training runs ---
+
+
+class TrainingRunOutputSerializer(serializers.ModelSerializer):
+    model_version = serializers.SerializerMethodField()
+
+    class Meta:
+        model = TrainingRun
+        fields = [
+            "id", "status", "triggered_by", "options", "created_at", "started_at", "finished_at",
+            "heartbeat_at", "cancel_requested_at", "progress", "history", "metrics", "error", "model_version",
+        ]  # fmt: skip
+
+    def get_model_version(self, run: TrainingRun) -> int | None:
+        version = getattr(run, "model_version", None)
+        return version.pk if version is not None else None
+
+
+class TrainingRunListApi(APIView):
+    """GET lists recent runs; POST starts one (single flight: 409 with the run in flight)."""
+
+    class InputSerializer(serializers.Serializer):
+        options = serializers.DictField(required=False, default=dict)
+
+    def get_permissions(self):
+        return [IsRecsysAdmin()] if self.request.method == "POST" else [CanReadTraining()]
+
+    @extend_schema(operation_id="training_runs_list", responses={200: TrainingRunOutputSerializer(many=True)})
+    def get(self, request):
+        runs = TrainingRun.objects.select_related("model_version")[:50]
+        return Response(TrainingRunOutputSerializer(runs, many=True).data)
+
+    @extend_schema(
+        operation_id="training_runs_start",
+        request=InputSerializer,
+        responses={
+            201: TrainingRunOutputSerializer,
+            409: OpenApiResponse(TrainingRunOutputSerializer, description="A run is already in flight: that run."),
+            400: OpenApiResponse(description="Unknown or ill-typed options."),
+            503: OpenApiResponse(description="The task broker cannot be reached; nothing was started."),
+        },
+        description="Start a retrain (admin). Options override settings.RECSITE_TRAINING for this run: "
+        "epochs, batch_size, lr, weight_decay, negatives_per_positive, patience, seed, "
+        "max_validation_customers, embed_dim, dropout, dot_branch.",
+    )
+    def post(self, request):
+        body = self.InputSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        try:
+            run, created = training_run_start(triggered_by=actor_of(request), options=body.validated_data["options"])
+        except TrainingOptionsInvalid as exc:
+            raise ValidationError({"options": [str(exc)]}) from exc
+        except OperationalError:
+            raise  # the database: the exception handler answers 503
+        except Exception as exc:  # the broker (kombu raises many kinds): the run was failed, say so
+            return Response(
+                {"detail": f"The task broker cannot be reached: {exc}"},
+                status=status.HTTP_503_SERVICE_UNAVAILABLE,
+                headers={"Retry-After": "5"},
+            )
+        run = TrainingRun.objects.select_related("model_version").get(pk=run.pk)
+        return Response(
+            TrainingRunOutputSerializer(run).data, status=status.HTTP_201_CREATED if created else status.HTTP_409_CONFLICT
+        )
+
+
+class TrainingRunDetailApi(APIView):
+    permission_classes = [CanReadTraining]
+
+    @extend_schema(operation_id="training_runs_retrieve", responses={200: TrainingRunOutputSerializer})
+    def get(self, request, run_id: int):
+        run = get_object_or_404(TrainingRun.objects.select_related("model_version"), pk=run_id)
+        return Response(TrainingRunOutputSerializer(run).data)
+
+
+class TrainingRunCancelApi(APIView):
+    permission_classes = [IsRecsysAdmin]
+
+    @extend_schema(operation_id="training_runs_cancel", request=None, responses={200: TrainingRunOutputSerializer})
+    def post(self, request, run_id: int):
+        get_object_or_404(TrainingRun, pk=run_id)
+        run = training_run_cancel(run_id=run_id)
+        return Response(TrainingRunOutputSerializer(run).data)
+
+
+# --- model versions ---
+
+
+class ModelVersionOutputSerializer(serializers.ModelSerializer):
+    training_run = serializers.PrimaryKeyRelatedField(read_only=True)
+    customers = serializers.SerializerMethodField()
+    products = serializers.SerializerMethodField()
+
+    class Meta:
+        model = ModelVersion
+        # The id maps are left out: they can be megabytes; the counts say enough.
+        fields = ["id", "status", "training_run", "sha256", "config", "metrics", "customers", "products",
+                  "created_at", "promoted_at"]  # fmt: skip
+
+    def get_customers(self, version: ModelVersion) -> int:
+        return version.config.get("model", {}).get("num_customers", 0)
+
+    def get_products(self, version: ModelVersion) -> int:
+        return version.config.get("model", {}).get("num_products", 0)
+
+
+def _versions():
+    return ModelVersion.objects.defer("customer_ids", "product_ids")
+
+
+class ModelVersionListApi(APIView):
+    permission_classes = [CanReadTraining]
+
+    @extend_schema(operation_id="model_versions_list", responses={200: ModelVersionOutputSerializer(many=True)})
+    def get(self, request):
+        return Response(ModelVersionOutputSerializer(_versions()[:50], many=True).data)
+
+
+class ModelVersionDetailApi(APIView):
+    permission_classes = [CanReadTraining]
+
+    @extend_schema(operation_id="model_versions_retrieve", responses={200: ModelVersionOutputSerializer})
+    def get(self, request, version_id: int):
+        return Response(ModelVersionOutputSerializer(get_object_or_404(_versions(), pk=version_id)).data)
+
+
+_refused = OpenApiResponse(
+    inline_serializer("PromotionRefused", {"detail": serializers.CharField()}),
+    description="Refused: the artifact fails its checksum or load, or there is nothing to roll back to.",
+)
+
+
+class ModelVersionPromoteApi(APIView):
+    permission_classes = [IsRecsysAdmin]
+
+    @extend_schema(
+        operation_id="model_versions_promote",
+        request=None,
+        responses={200: ModelVersionOutputSerializer, 409: _refused},
+    )
+    def post(self, request, version_id: int):
+        get_object_or_404(ModelVersion, pk=version_id)
+        try:
+            version = model_version_promote(version_id=version_id, actor=actor_of(request))
+        except PromotionRefused as exc:
+            return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
+        return Response(ModelVersionOutputSerializer(_versions().get(pk=version.pk)).data)
+
+
+class ModelVersionRollbackApi(APIView):
+    permission_classes = [IsRecsysAdmin]
+
+    @extend_schema(
+        operation_id="model_versions_rollback",
+        request=None,
+        responses={200: ModelVersionOutputSerializer, 409: _refused},
+        description="Promote again the version that served before the current one.",
+    )
+    def post(self, request):
+        try:
+            version = model_version_rollback(actor=actor_of(request))
+        except PromotionRefused as exc:
+            return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
+        return Response(ModelVersionOutputSerializer(_versions().get(pk=version.pk)).data)

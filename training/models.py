@@ -1,0 +1,128 @@
+"""Training runs and the model versions they produce.
+
+State changes are conditional updates (``training.services``); the constraints below
+are what makes them safe when two workers or two clicks race.
+"""
+
+from __future__ import annotations
+
+from django.db import models
+from django.db.models import Q
+
+
+class TrainingRun(models.Model):
+    """One attempt to train, evaluate and (maybe) promote a model."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued"
+        RUNNING = "running"
+        SUCCEEDED = "succeeded"
+        FAILED = "failed"
+        CANCELLED = "cancelled"
+        REJECTED = "rejected"  # trained fine, but the promotion gate said no
+
+    IN_FLIGHT = (Status.QUEUED, Status.RUNNING)
+    ENDED = (Status.SUCCEEDED, Status.FAILED, Status.CANCELLED, Status.REJECTED)
+
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
+    # Who or what asked: "api-key:<name>", "user:<username>", "command:train", ...
+    triggered_by = models.CharField(max_length=200)
+    # Overrides of settings.RECSITE_TRAINING for this run (epochs, seed, ...).
+    options = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    # Written by the worker while it is alive; the sweeper fails a running run whose
+    # heartbeat is older than RECSITE_TRAINING["STALE_SECONDS"] (a kill -9 writes nothing).
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    cancel_requested_at = models.DateTimeField(null=True, blank=True)
+    worker = models.CharField(max_length=200, blank=True)  # hostname:pid, for diagnosis
+    # {"phase", "epoch", "epochs", "step", "steps", "loss", "eta_seconds"}; at most 1 write/s.
+    progress = models.JSONField(default=dict, blank=True)
+    history = models.JSONField(default=list, blank=True)  # one dict per finished epoch
+    metrics = models.JSONField(default=dict, blank=True)  # model, popularity, champion
+    error = models.TextField(blank=True)  # why it failed, or why the gate rejected it
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            # Single flight, enforced by the database: at most one queued or running run.
+            # The index is on a constant, so any two in-flight rows collide.
+            models.UniqueConstraint(
+                models.Value(1),
+                condition=Q(status__in=["queued", "running"]),
+                name="training_run_single_flight",
+            ),
+        ]
+        indexes = [
+            # The sweeper's query: running runs by heartbeat age.
+            models.Index(fields=["status", "heartbeat_at"], name="training_run_status_heartbeat"),
+        ]
+
+    def __str__(self) -> str:
+        return f"Training run {self.pk} ({self.status})"
+
+    @property
+    def is_in_flight(self) -> bool:
+        return self.status in self.IN_FLIGHT
+
+
+class ModelVersion(models.Model):
+    """A trained RecommenderNN artifact, its evaluation and whether it serves."""
+
+    class Status(models.TextChoices):
+        CANDIDATE = "candidate"  # trained and stored, not (yet) serving
+        PROMOTED = "promoted"  # the one the API serves
+        RETIRED = "retired"  # served before; a rollback can promote it again
+        REJECTED = "rejected"  # failed the gate, or its artifact failed to load
+
+    training_run = models.OneToOneField(
+        TrainingRun, on_delete=models.SET_NULL, null=True, blank=True, related_name="model_version"
+    )
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.CANDIDATE)
+    # Relative to settings.RECSITE_TRAINING["MODEL_DIR"], so the directory can move.
+    artifact_path = models.CharField(max_length=500)
+    sha256 = models.CharField(max_length=64)
+    config = models.JSONField(default=dict)  # {"model": RecommenderConfig, "train": TrainConfig}
+    # Contiguous index -> external id; the artifact holds the same lists.
+    customer_ids = models.JSONField(default=list)
+    product_ids = models.JSONField(default=list)
+    metrics = models.JSONField(default=dict)
+    created_at = models.DateTimeField(auto_now_add=True)
+    promoted_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            # What "the promoted model" means: at most one row at any instant.
+            models.UniqueConstraint(
+                models.Value(1),
+                condition=Q(status="promoted"),
+                name="model_version_single_promoted",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"Model version {self.pk} ({self.status})"
+
+
+class ModelPromotion(models.Model):
+    """The audit trail of what served when: every promote and rollback."""
+
+    class Action(models.TextChoices):
+        PROMOTE = "promote"
+        ROLLBACK = "rollback"
+
+    action = models.CharField(max_length=16, choices=Action.choices)
+    model_version = models.ForeignKey(ModelVersion, on_delete=models.CASCADE, related_name="promotions")
+    previous = models.ForeignKey(
+        ModelVersion, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    actor = models.CharField(max_length=200)  # same vocabulary as TrainingRun.triggered_by
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.action} model version {self.model_version_id}"

@@ -1,0 +1,106 @@
+"""Evaluate a trained model, popularity and the serving model on one held-out split.
+
+Everything is ranked through ``CatalogScorer.score``, the function the API serves with
+(DESIGN.md: "Offline evaluation uses the exact scoring function the API uses").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from training.ml.artifact import LoadedModel
+from training.ml.data import Split, items_by_customer
+from training.ml.metrics import evaluate_ranking, popularity_scores
+from training.ml.scoring import CatalogScorer
+
+GATE_METRIC = ("full", "ndcg@10")
+
+ScoreFn = Callable[[np.ndarray], np.ndarray]
+
+
+@dataclass(frozen=True)
+class GateDecision:
+    promote: bool
+    reason: str
+
+
+def split_evaluate(score_fn: ScoreFn, *, split: Split, sampled_negatives: int, seed: int) -> dict:
+    """Return the DESIGN.md metrics (sampled and full ranking) of ``score_fn`` on ``split``."""
+    indptr, indices = items_by_customer(split.train)
+    return evaluate_ranking(
+        score_fn,
+        test_customers=split.test_customers,
+        test_products=split.test_products,
+        train_indptr=indptr,
+        train_indices=indices,
+        num_products=split.train.num_products,
+        sampled_negatives=sampled_negatives,
+        seed=seed,
+    )
+
+
+def popularity_score_fn(split: Split) -> ScoreFn:
+    """Score every product by how many training customers engaged with it (the baseline)."""
+    popularity = popularity_scores(split.train)
+    return lambda customers: np.broadcast_to(popularity, (len(customers), len(popularity)))
+
+
+def model_score_fn(scorer: CatalogScorer) -> ScoreFn:
+    return lambda customers: scorer.score(customers)
+
+
+def champion_score_fn(
+    champion: LoadedModel, *, split: Split, customer_ids: list[str], product_ids: list[str]
+) -> ScoreFn:
+    """Score the candidate's split with the serving model, as the API would serve it.
+
+    The serving model has its own id maps: customers it does not know get popular
+    products (the API's fallback), products it does not know can never be shown (-inf).
+    """
+    popularity = popularity_scores(split.train).astype(np.float32)
+    champion_customer = np.array([champion.customer_index.get(c, -1) for c in customer_ids], dtype=np.int64)
+    champion_product = np.array([champion.product_index.get(p, -1) for p in product_ids], dtype=np.int64)
+    known_products = np.flatnonzero(champion_product >= 0)
+
+    def score(customers: np.ndarray) -> np.ndarray:
+        customers = np.asarray(customers, dtype=np.int64)
+        out = np.broadcast_to(popularity, (len(customers), len(popularity))).copy()
+        mapped = champion_customer[customers]
+        known = np.flatnonzero(mapped >= 0)
+        if len(known):
+            rows = np.full((len(known), len(popularity)), -np.inf, dtype=np.float32)
+            rows[:, known_products] = champion.scorer.score(mapped[known], champion_product[known_products])
+            out[known] = rows
+        return out
+
+    return score
+
+
+def metric_of(metrics: dict) -> float:
+    group, name = GATE_METRIC
+    return float(metrics[group][name])
+
+
+def gate_decide(*, candidate: dict, popularity: dict, champion: dict | None, tolerance: float) -> GateDecision:
+    """Promote only a model that beats popularity and is not worse than the serving one.
+
+    All three are full-ranking NDCG@10 on the same held-out split. ``champion`` is None
+    when nothing is promoted yet.
+    """
+    ours, pop = metric_of(candidate), metric_of(popularity)
+    if not ours > pop:
+        return GateDecision(False, f"full-ranking NDCG@10 {ours:.4f} does not beat popularity's {pop:.4f}")
+    if champion is not None:
+        theirs = metric_of(champion)
+        if ours < theirs - tolerance:
+            return GateDecision(
+                False,
+                f"full-ranking NDCG@10 {ours:.4f} is more than {tolerance:.4f} below the promoted model's {theirs:.4f}",
+            )
+        return GateDecision(
+            True, f"NDCG@10 {ours:.4f} beats popularity ({pop:.4f}); promoted model {theirs:.4f} (tolerance {tolerance})"
+        )
+    return GateDecision(True, f"NDCG@10 {ours:.4f} beats popularity ({pop:.4f}); no model was promoted")

@@ -1,0 +1,29 @@
+"""Celery entry points for training: thin, the work is in training.services (STYLE 6)."""
+
+from celery import shared_task
+from django.conf import settings
+
+from training.services import training_run_execute, training_runs_sweep
+
+
+@shared_task(
+    name="training.tasks.retrain",
+    # Late ack: a worker that dies mid-run leaves the message to Redis's visibility
+    # timeout, and the redelivery is harmless because claiming a run is a conditional
+    # queued -> running update (a second delivery finds it running and does nothing).
+    acks_late=True,
+    # Not re-queued when the child is killed (OOM, kill -9): that would loop on a run
+    # that kills its worker (celery discussion #8969). The sweeper fails the run instead.
+    reject_on_worker_lost=False,
+    soft_time_limit=settings.RECSITE_TRAINING["SOFT_TIME_LIMIT"],
+    time_limit=settings.RECSITE_TRAINING["TIME_LIMIT"],
+)
+def retrain(run_id: int) -> str:
+    """Execute training run ``run_id``; return its final status."""
+    return training_run_execute(run_id=run_id).status
+
+
+@shared_task(name="training.tasks.sweep_training_runs", acks_late=True, soft_time_limit=60, time_limit=90)
+def sweep_training_runs() -> int:
+    """Fail runs whose worker died or that no worker picked up; return how many."""
+    return training_runs_sweep()

@@ -1,0 +1,18 @@
+from django.urls import path
+
+from . import apis
+
+app_name = "training"
+
+urlpatterns = [
+    path("recommendations/<str:customer>/", apis.RecommendationListApi.as_view(), name="recommendations"),
+    path("training-runs/", apis.TrainingRunListApi.as_view(), name="training-runs"),
+    path("training-runs/<int:run_id>/", apis.TrainingRunDetailApi.as_view(), name="training-run"),
+    path("training-runs/<int:run_id>/cancel/", apis.TrainingRunCancelApi.as_view(), name="training-run-cancel"),
+    path("model-versions/", apis.ModelVersionListApi.as_view(), name="model-versions"),
+    path("model-versions/rollback/", apis.ModelVersionRollbackApi.as_view(), name="model-version-rollback"),
+    path("model-versions/<int:version_id>/", apis.ModelVersionDetailApi.as_view(), name="model-version"),
+    path(
+        "model-versions/<int:version_id>/promote/", apis.ModelVersionPromoteApi.as_view(), name="model-version-promote"
+    ),
+]
