@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/recsite
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
 
-.PHONY: install run test test-embedded test-postgres bench-ingest constraints clean
+.PHONY: install run test test-embedded test-postgres bench-ingest bench-recommendations constraints clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,10 @@ test-postgres: install
 # Events/s through POST /api/v1/events/ on PostgreSQL under gunicorn -> bench/results/ingest_api.json
 bench-ingest: install
 	$(BIN)/python bench/ingest_api.py
+
+# GET /api/v1/recommendations/ latency (model, category, popular) under gunicorn -> bench/results/recommendations_api.json
+bench-recommendations: install
+	$(BIN)/python bench/recommendations_api.py $(BENCH_ARGS)
 
 constraints: install
 	( head -2 constraints.txt; $(BIN)/python -m pip freeze --exclude-editable | sed 's/+cpu$$//' ) > constraints.new
