@@ -130,3 +130,14 @@ def test_a_corrupt_promoted_artifact_is_refused_and_the_last_good_model_keeps_se
     body = shop_client.get(url("alice")).json()
 
     assert body["strategy"] == "model" and body["model_version"] == promoted.pk
+
+
+def test_a_pairs_new_events_do_not_change_its_score_under_the_same_model(shop_client, promoted):
+    def score_of(product: str) -> float:
+        body = shop_client.get(url("alice"), {"k": 100, "exclude_seen": "false"}).json()
+        return next(i["score"] for i in body["items"] if i["product"] == product)
+
+    before = score_of("p-5")
+    engage("alice", "p-5", "1.000")  # alice now dwells on p-5 for a long time
+
+    assert score_of("p-5") == before  # served features are frozen with the model version
