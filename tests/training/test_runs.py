@@ -6,6 +6,8 @@ import pytest
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from engagement.models import Engagement, EngagementWatermark
+from tests.training.conftest import seed_small_shop
 from training.models import ModelPromotion, ModelVersion, TrainingRun
 from training.services import (
     TrainingOptionsInvalid,
@@ -168,3 +170,15 @@ def test_a_task_for_a_run_someone_else_claimed_does_nothing():
     run = TrainingRun.objects.create(triggered_by="a", status=TrainingRun.Status.RUNNING, worker="first")
 
     assert training_run_execute(run_id=run.pk, worker="second").worker == "first"
+
+
+def test_it_folds_events_the_periodic_fold_has_not_reached_before_training(db):
+    seed_small_shop()
+    Engagement.objects.all().delete()  # as if beat had not folded yet
+    EngagementWatermark.objects.all().delete()
+
+    run = run_now()
+
+    assert run.status == TrainingRun.Status.SUCCEEDED, run.error
+    assert run.metrics["data"]["pairs"] == Engagement.objects.count() > 0
+    assert run.progress == {"phase": "finished"}

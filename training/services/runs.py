@@ -22,6 +22,7 @@ from django.db import IntegrityError, connections, transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from engagement.services import engagement_fold
 from training.ml.artifact import save_artifact
 from training.ml.data import leave_last_out, product_prior
 from training.ml.loop import Progress, TrainConfig, TrainingCancelled, train
@@ -232,6 +233,7 @@ def _claim(run_id: int, worker: str) -> bool:
 
 def _finish(run_id: int, *, status: str, **values: Any) -> bool:
     """End a running run; False if it is no longer running (swept, or ended elsewhere)."""
+    values.setdefault("progress", {"phase": "finished"})
     return bool(
         TrainingRun.objects.filter(pk=run_id, status=Status.RUNNING).update(
             status=status, finished_at=timezone.now(), **values
@@ -338,6 +340,10 @@ def training_run_execute(
 def _execute(run: TrainingRun, writer: _ProgressWriter) -> None:
     conf = settings.RECSITE_TRAINING
     started = time.monotonic()
+    # Events the periodic fold has not reached yet belong in this model: fold them now
+    # (incremental, and safe next to beat's fold: the watermark row is locked).
+    writer.phase("folding new events")
+    engagement_fold()
     writer.phase("loading data")
     data = training_data_load(recency=conf["TARGET_RECENCY"])
     outer = leave_last_out(data.interactions)
