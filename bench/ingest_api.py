@@ -25,6 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import requests
+from _server import wait_until_serving
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -134,15 +135,7 @@ def main() -> None:
     )
     try:
         url = f"http://127.0.0.1:{port}/api/v1/events/"
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                requests.get(f"http://127.0.0.1:{port}/healthz", timeout=5)
-                break
-            except requests.RequestException:
-                if time.monotonic() > deadline or server.poll() is not None:
-                    raise SystemExit("gunicorn did not start")
-                time.sleep(0.2)
+        wait_until_serving(f"http://127.0.0.1:{port}", server)
         bodies = make_bodies(args.events, args.batch, seed=1)
         send(url, key, make_bodies(2_000, args.batch, seed=2), args.clients)  # warm up connections
         first = send(url, key, bodies, args.clients)

@@ -46,6 +46,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import requests
+from _server import wait_until_serving
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -388,15 +389,7 @@ def main() -> None:
                 cwd=ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT,
             )  # fmt: skip
         base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                requests.get(f"{base}/healthz", timeout=5)
-                break
-            except requests.RequestException:
-                if time.monotonic() > deadline or server.poll() is not None:
-                    raise SystemExit("gunicorn did not start") from None
-                time.sleep(0.2)
+        wait_until_serving(base, server)
 
         rng = random.Random(args.seed + 1)
 
