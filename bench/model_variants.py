@@ -23,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "recsite.settings")
 
 import django
+import numpy as np
 
 django.setup()
 
@@ -62,6 +63,9 @@ def main(variants: list[dict]) -> None:
           f"recency {settings.RECSITE_TRAINING['TARGET_RECENCY']}")  # fmt: skip
     print(f"{'popularity':50} {rounded(split_evaluate(popularity_score_fn(outer), **evaluate))}", flush=True)
     for variant in variants:
+        variant = dict(variant)
+        # "prior": "zeros" measures what the dwell prior adds (docs/model.md).
+        variant_prior = np.zeros_like(prior) if variant.pop("prior", "dwell") == "zeros" else prior
         unknown = set(variant) - MODEL_FIELDS - TRAIN_FIELDS
         if unknown:
             raise SystemExit(f"unknown fields: {sorted(unknown)}")
@@ -73,12 +77,12 @@ def main(variants: list[dict]) -> None:
         started = time.perf_counter()
         result = train(
             model_config=model_config, train_config=train_config, train=inner.train, validation=inner,
-            prior=prior, channel_weights=data.channel_weights,
+            prior=variant_prior, channel_weights=data.channel_weights,
         )  # fmt: skip
         seconds = time.perf_counter() - started
-        scorer = CatalogScorer(result.model, prior, data.channel_weights)
+        scorer = CatalogScorer(result.model, variant_prior, data.channel_weights)
         metrics = split_evaluate(model_score_fn(scorer), **evaluate)
-        label = f"{json.dumps(variant)} ({seconds:.0f} s, {len(result.history)} ep, best {result.best_epoch})"
+        label = f"{json.dumps(variant | ({'prior': 'zeros'} if variant_prior is not prior else {}))} ({seconds:.0f} s, {len(result.history)} ep, best {result.best_epoch})"
         print(f"{label:50} {rounded(metrics)}", flush=True)
 
 
