@@ -322,6 +322,14 @@ CELERY_BEAT_SCHEDULE = {
         "options": {"expires": 25},
     },
 }
+# Retrain on a schedule too (0 turns it off); a run already in flight is left alone.
+RETRAIN_EVERY_HOURS = env_float("RECSITE_RETRAIN_EVERY_HOURS", 24.0)
+if RETRAIN_EVERY_HOURS > 0:
+    CELERY_BEAT_SCHEDULE["retrain-on-schedule"] = {
+        "task": "training.tasks.scheduled_retrain",
+        "schedule": RETRAIN_EVERY_HOURS * 3600,
+        "options": {"expires": 600},
+    }
 # Training has its own queue so a GPU machine can run `celery worker -Q training`;
 # the embedded worker and the tests' worker consume both queues.
 CELERY_TASK_ROUTES = {"training.tasks.retrain": {"queue": "training"}}

@@ -3,7 +3,7 @@
 from celery import shared_task
 from django.conf import settings
 
-from training.services import training_run_execute, training_runs_sweep
+from training.services import training_run_execute, training_run_start, training_runs_sweep
 
 
 @shared_task(
@@ -27,3 +27,10 @@ def retrain(run_id: int) -> str:
 def sweep_training_runs() -> int:
     """Fail runs whose worker died or that no worker picked up; return how many."""
     return training_runs_sweep()
+
+
+@shared_task(name="training.tasks.scheduled_retrain", soft_time_limit=60, time_limit=90)
+def scheduled_retrain() -> int:
+    """Start a run on beat's schedule (RECSITE_RETRAIN_EVERY_HOURS); return its id (or the one in flight)."""
+    run, _ = training_run_start(triggered_by="schedule")
+    return run.pk

@@ -9,6 +9,7 @@ from django.utils import timezone
 from engagement.models import Engagement, EngagementWatermark
 from tests.training.conftest import seed_small_shop
 from training.models import ModelPromotion, ModelVersion, TrainingRun
+from training.tasks import scheduled_retrain
 from training.services import (
     TrainingOptionsInvalid,
     model_version_promoted,
@@ -182,3 +183,15 @@ def test_it_folds_events_the_periodic_fold_has_not_reached_before_training(db):
     assert run.status == TrainingRun.Status.SUCCEEDED, run.error
     assert run.metrics["data"]["pairs"] == Engagement.objects.count() > 0
     assert run.progress == {"phase": "finished"}
+
+
+@pytest.mark.usefixtures("transactional_db")
+def test_the_schedule_starts_a_run_or_leaves_the_one_in_flight(monkeypatch):
+    sent = []
+    monkeypatch.setattr("training.tasks.retrain.delay", lambda run_id: sent.append(run_id) or type("R", (), {"id": "x"}))
+
+    first = scheduled_retrain.run()
+    second = scheduled_retrain.run()
+
+    assert first == second and sent == [first]
+    assert TrainingRun.objects.get().triggered_by == "schedule"
