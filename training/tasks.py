@@ -3,7 +3,11 @@
 from celery import shared_task
 from django.conf import settings
 
-from training.services import training_run_execute, training_run_start, training_runs_sweep
+from training.services import (
+    training_run_execute,
+    training_run_start,
+    training_runs_sweep,
+)
 
 
 @shared_task(

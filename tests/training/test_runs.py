@@ -9,7 +9,6 @@ from django.utils import timezone
 from engagement.models import Engagement, EngagementWatermark
 from tests.training.conftest import seed_small_shop
 from training.models import ModelPromotion, ModelVersion, TrainingRun
-from training.tasks import scheduled_retrain
 from training.services import (
     TrainingOptionsInvalid,
     model_version_promoted,
@@ -18,6 +17,7 @@ from training.services import (
     training_run_start,
     training_runs_sweep,
 )
+from training.tasks import scheduled_retrain
 
 FAST = {"epochs": 6, "max_validation_customers": 200}
 
