@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
-from django.db import OperationalError
 from django.shortcuts import get_object_or_404
-from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
+from drf_spectacular.utils import (
+    OpenApiResponse,
+    extend_schema,
+    extend_schema_serializer,
+    inline_serializer,
+)
+from kombu.exceptions import OperationalError as KombuOperationalError
 from rest_framework import serializers, status
 from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
@@ -75,6 +80,8 @@ class RecommendationListApi(APIView):
 
 # --- training runs ---
 
+_not_found = OpenApiResponse(description="No such id.")
+
 
 class TrainingRunOutputSerializer(serializers.ModelSerializer):
     model_version = serializers.SerializerMethodField()
@@ -94,6 +101,7 @@ class TrainingRunOutputSerializer(serializers.ModelSerializer):
 class TrainingRunListApi(APIView):
     """GET lists recent runs; POST starts one (single flight: 409 with the run in flight)."""
 
+    @extend_schema_serializer(component_name="TrainingRunStart")
     class InputSerializer(serializers.Serializer):
         options = serializers.DictField(required=False, default=dict)
 
@@ -125,9 +133,8 @@ class TrainingRunListApi(APIView):
             run, created = training_run_start(triggered_by=actor_of(request), options=body.validated_data["options"])
         except TrainingOptionsInvalid as exc:
             raise ValidationError({"options": [str(exc)]}) from exc
-        except OperationalError:
-            raise  # the database: the exception handler answers 503
-        except Exception as exc:  # the broker (kombu raises many kinds): the run was failed, say so
+        except (KombuOperationalError, ConnectionError, OSError) as exc:
+            # The broker is unreachable: the run was failed at once, say so.
             return Response(
                 {"detail": f"The task broker cannot be reached: {exc}"},
                 status=status.HTTP_503_SERVICE_UNAVAILABLE,
@@ -142,7 +149,7 @@ class TrainingRunListApi(APIView):
 class TrainingRunDetailApi(APIView):
     permission_classes = [CanReadTraining]
 
-    @extend_schema(operation_id="training_runs_retrieve", responses={200: TrainingRunOutputSerializer})
+    @extend_schema(operation_id="training_runs_retrieve", responses={200: TrainingRunOutputSerializer, 404: _not_found})
     def get(self, request, run_id: int):
         run = get_object_or_404(TrainingRun.objects.select_related("model_version"), pk=run_id)
         return Response(TrainingRunOutputSerializer(run).data)
@@ -151,11 +158,21 @@ class TrainingRunDetailApi(APIView):
 class TrainingRunCancelApi(APIView):
     permission_classes = [IsRecsysAdmin]
 
-    @extend_schema(operation_id="training_runs_cancel", request=None, responses={200: TrainingRunOutputSerializer})
+    @extend_schema(
+        operation_id="training_runs_cancel",
+        request=None,
+        responses={
+            200: TrainingRunOutputSerializer,
+            404: _not_found,
+            409: OpenApiResponse(TrainingRunOutputSerializer, description="The run had already ended: that run."),
+        },
+        description="Cancel a queued run at once, or ask a running one to stop (within a second).",
+    )
     def post(self, request, run_id: int):
         get_object_or_404(TrainingRun, pk=run_id)
         run = training_run_cancel(run_id=run_id)
-        return Response(TrainingRunOutputSerializer(run).data)
+        ended = run.status in TrainingRun.ENDED and run.status != TrainingRun.Status.CANCELLED
+        return Response(TrainingRunOutputSerializer(run).data, status=409 if ended else 200)
 
 
 # --- model versions ---
@@ -194,7 +211,7 @@ class ModelVersionListApi(APIView):
 class ModelVersionDetailApi(APIView):
     permission_classes = [CanReadTraining]
 
-    @extend_schema(operation_id="model_versions_retrieve", responses={200: ModelVersionOutputSerializer})
+    @extend_schema(operation_id="model_versions_retrieve", responses={200: ModelVersionOutputSerializer, 404: _not_found})
     def get(self, request, version_id: int):
         return Response(ModelVersionOutputSerializer(get_object_or_404(_versions(), pk=version_id)).data)
 
@@ -211,7 +228,9 @@ class ModelVersionPromoteApi(APIView):
     @extend_schema(
         operation_id="model_versions_promote",
         request=None,
-        responses={200: ModelVersionOutputSerializer, 409: _refused},
+        responses={200: ModelVersionOutputSerializer, 404: _not_found, 409: _refused},
+        description="Serve this version (admins may promote any version, a gate-rejected one included: "
+        "the gate guards automatic promotion, not an admin's decision). Its artifact must load.",
     )
     def post(self, request, version_id: int):
         get_object_or_404(ModelVersion, pk=version_id)

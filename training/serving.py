@@ -29,6 +29,7 @@ from training.services.versions import model_version_load
 logger = logging.getLogger(__name__)
 
 MAX_K = 100
+REFUSED_RETRY_SECONDS = 30
 
 
 @dataclass(frozen=True)
@@ -64,7 +65,7 @@ class _ServingCache:
         self.lock = threading.Lock()
         self.served: ServedModel | None = None
         self.checked_at = float("-inf")
-        self.refused: tuple[int, str] | None = None  # (version, sha256) that failed to load
+        self.refused: tuple[int, str, float] | None = None  # (version, sha256, retry after) that failed to load
 
     def reset(self) -> None:
         with self.lock:
@@ -116,28 +117,39 @@ def _refresh(current: ServedModel | None, cache: _ServingCache) -> ServedModel |
     stamp = _catalog_stamp()
     if version is None:
         return None  # nothing promoted (or rolled back to nothing): popular products
-    if current is not None and current.version_id == version.pk:
-        if current.catalog_stamp == stamp:
-            return current
+    if current is None or current.version_id != version.pk:
+        loaded = _load(version, current, cache)
+        if loaded is not None:
+            active, categories = _catalog_arrays(loaded)
+            logger.info("Serving model version %s.", version.pk)
+            return ServedModel(version.pk, loaded, active, categories, stamp)
+    if current is None:
+        return None
+    if current.catalog_stamp != stamp:  # also while a newer version is refused
         active, categories = _catalog_arrays(current.loaded)
-        return ServedModel(version.pk, current.loaded, active, categories, stamp)
-    if cache.refused == (version.pk, version.sha256):
-        return current
+        return ServedModel(current.version_id, current.loaded, active, categories, stamp)
+    return current
+
+
+def _load(version: ModelVersion, current: ServedModel | None, cache: _ServingCache) -> LoadedModel | None:
+    """Load a version's artifact, or None if it is refused (tried again after a while)."""
+    if cache.refused is not None and cache.refused[:2] == (version.pk, version.sha256):
+        if time.monotonic() < cache.refused[2]:
+            return None
     threads = settings.RECSITE_TRAINING["SERVING_TORCH_THREADS"]
     if threads > 0 and torch.get_num_threads() != threads:
         torch.set_num_threads(threads)
     try:
-        loaded = model_version_load(version)
+        return model_version_load(version)
     except ArtifactError as exc:
-        cache.refused = (version.pk, version.sha256)
+        # Not forever: on a shared volume the file may simply not be visible here yet.
+        cache.refused = (version.pk, version.sha256, time.monotonic() + REFUSED_RETRY_SECONDS)
         logger.error(
-            "Promoted model version %s refused (%s); still serving %s.",
+            "Promoted model version %s refused (%s); still serving %s; trying again in %d s.",
             version.pk, exc, f"version {current.version_id}" if current else "popular products",
+            REFUSED_RETRY_SECONDS,
         )  # fmt: skip
-        return current
-    active, categories = _catalog_arrays(loaded)
-    logger.info("Serving model version %s.", version.pk)
-    return ServedModel(version.pk, loaded, active, categories, stamp)
+        return None
 
 
 def seen_products(customer: str) -> list[str]:

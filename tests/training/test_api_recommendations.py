@@ -141,3 +141,24 @@ def test_a_pairs_new_events_do_not_change_its_score_under_the_same_model(shop_cl
     engage("alice", "p-5", "1.000")  # alice now dwells on p-5 for a long time
 
     assert score_of("p-5") == before  # served features are frozen with the model version
+
+
+def test_a_refused_artifact_is_tried_again_and_served_once_it_reads_back(
+    shop_client, promoted, make_version, monkeypatch
+):
+    monkeypatch.setattr("training.serving.REFUSED_RETRY_SECONDS", 0)  # retry at every refresh
+    assert shop_client.get(url("alice")).json()["model_version"] == promoted.pk  # loaded in this process
+    newer = make_version(customer_ids=CUSTOMERS, product_ids=PRODUCTS, seed=5)
+    path = artifact_abspath(newer)
+    good = path.read_bytes()
+    path.unlink()  # not visible on this machine yet (a shared volume lagging behind)
+    ModelVersion.objects.filter(pk=promoted.pk).update(status=ModelVersion.Status.RETIRED)
+    ModelVersion.objects.filter(pk=newer.pk).update(status=ModelVersion.Status.PROMOTED)
+    assert shop_client.get(url("alice")).json()["model_version"] == promoted.pk  # refused, old one serves
+    Product.objects.filter(external_id="p-7").update(active=False, updated_at=timezone.now())
+    # While the new version is refused, catalog changes still reach the old one.
+    assert "p-7" not in {i["product"] for i in shop_client.get(url("alice"), {"k": 100}).json()["items"]}
+
+    path.write_bytes(good)
+
+    assert shop_client.get(url("alice")).json()["model_version"] == newer.pk

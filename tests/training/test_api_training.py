@@ -126,3 +126,11 @@ def test_promoting_a_tampered_artifact_gets_409_and_changes_nothing(admin_client
 def test_unknown_ids_get_404(admin_client):
     assert admin_client.get(f"{RUNS}999/").status_code == 404
     assert admin_client.post("/api/v1/model-versions/999/promote/").status_code == 404
+
+
+def test_cancelling_a_run_that_already_ended_gets_409(admin_client):
+    run = TrainingRun.objects.create(triggered_by="t", status=TrainingRun.Status.SUCCEEDED)
+
+    response = admin_client.post(f"{RUNS}{run.pk}/cancel/")
+
+    assert response.status_code == 409 and response.json()["status"] == "succeeded"

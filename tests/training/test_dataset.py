@@ -56,7 +56,7 @@ def test_it_reads_engagement_in_one_query_into_contiguous_ids(db, django_assert_
     x = data.interactions
     assert data.customer_ids == ["c-a", "c-b"] and data.product_ids == ["p-2", "p-9"]
     assert x.num_customers == 2 and x.num_products == 2 and data.as_of == now
-    pairs = {(data.customer_ids[c], data.product_ids[p]) for c, p in zip(x.customer_idx, x.product_idx)}
+    pairs = {(data.customer_ids[c], data.product_ids[p]) for c, p in zip(x.customer_idx, x.product_idx, strict=False)}
     assert pairs == {("c-b", "p-2"), ("c-a", "p-9"), ("c-b", "p-9")}
 
 
@@ -64,7 +64,7 @@ def _dwell_targets(data) -> dict[tuple[str, str], float]:
     x = data.interactions
     return {
         (data.customer_ids[c], data.product_ids[p]): float(t[1])
-        for c, p, t in zip(x.customer_idx, x.product_idx, x.targets)
+        for c, p, t in zip(x.customer_idx, x.product_idx, x.targets, strict=False)
     }
 
 
@@ -97,3 +97,17 @@ def test_it_gives_empty_arrays_for_an_empty_shop(db):
 
     assert data.interactions.num_customers == 0 and data.as_of is None and data.customer_ids == []
 
+
+
+def test_it_leaves_out_pairs_without_any_signal(db):
+    now = datetime(2026, 6, 1, tzinfo=UTC)
+    _engage("c-a", "p-1", days_ago=0, dwell=0.5, now=now)
+    Engagement.objects.create(
+        customer=Customer.objects.get(external_id="c-a"),
+        product=Product.objects.create(external_id="p-glimpsed"),
+        last_event_at=now,
+    )  # an impression: 0 ms, no click
+
+    data = training_data_load(weights=WEIGHTS)
+
+    assert data.product_ids == ["p-1"] and len(data.interactions.customer_idx) == 1

@@ -195,3 +195,20 @@ def test_the_schedule_starts_a_run_or_leaves_the_one_in_flight(monkeypatch):
 
     assert first == second and sent == [first]
     assert TrainingRun.objects.get().triggered_by == "schedule"
+
+
+def test_a_cancel_that_arrives_while_the_model_is_verified_stops_its_promotion(small_shop, monkeypatch):
+    from training.services import runs
+
+    real_verify = runs.model_version_verify
+
+    def verify_then_cancel(version):
+        real_verify(version)
+        training_run_cancel(run_id=version.training_run_id)
+
+    monkeypatch.setattr(runs, "model_version_verify", verify_then_cancel)
+
+    run = run_now()
+
+    assert run.status == TrainingRun.Status.CANCELLED
+    assert run.model_version.status == ModelVersion.Status.CANDIDATE and model_version_promoted() is None

@@ -1,5 +1,7 @@
 """Promote and roll back; a corrupt or tampered artifact never serves."""
 
+import threading
+
 import pytest
 
 from training.models import ModelPromotion, ModelVersion
@@ -83,3 +85,39 @@ def test_a_corrupt_artifact_is_refused_and_the_promoted_model_stays(two_versions
 
     assert model_version_promoted() == v1
     assert ModelPromotion.objects.count() == 1
+
+
+def test_rolling_back_twice_walks_back_through_promotions(make_version):
+    v1, v2, v3 = (make_version(customer_ids=CUSTOMERS, product_ids=PRODUCTS, seed=s) for s in (1, 2, 3))
+    for version in (v1, v2, v3):
+        model_version_promote(version_id=version.pk, actor="a")
+
+    assert model_version_rollback(actor="a") == v2
+    assert model_version_rollback(actor="a") == v1
+    with pytest.raises(PromotionRefused, match="first promoted"):
+        model_version_rollback(actor="a")
+
+
+@pytest.mark.usefixtures("transactional_db")
+def test_concurrent_promotions_of_different_versions_all_succeed_and_leave_one_promoted(make_version):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from django.db import connections
+
+    versions = [make_version(customer_ids=CUSTOMERS, product_ids=PRODUCTS, seed=s) for s in range(5)]
+    model_version_promote(version_id=versions[0].pk, actor="a")
+    barrier = threading.Barrier(4)
+
+    def promote(version):
+        try:
+            barrier.wait()
+            return model_version_promote(version_id=version.pk, actor="race").pk
+        finally:
+            connections.close_all()
+
+    with ThreadPoolExecutor(4) as pool:
+        promoted = list(pool.map(promote, versions[1:]))
+
+    assert promoted == [v.pk for v in versions[1:]]  # no IntegrityError, no refusal
+    assert ModelVersion.objects.filter(status=ModelVersion.Status.PROMOTED).count() == 1
+    assert ModelPromotion.objects.count() == 5

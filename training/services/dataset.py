@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import numpy as np
+from django.db.models import Q
 
 from engagement.models import Engagement
 from engagement.scoring import MAX_EXPONENT, EngagementWeights
@@ -64,8 +65,11 @@ def training_data_load(*, weights: EngagementWeights | None = None, recency: str
     if recency not in RECENCY_ANCHORS:
         raise ValueError(f"recency must be one of {RECENCY_ANCHORS}, got {recency!r}.")
     weights = weights or EngagementWeights.from_settings()
+    # A pair with no signal at all (an impression: 0 ms, no click) is not a positive: it
+    # must not become a held-out item, count towards a customer's two, or be trained on.
+    engaged = Q(hover_decayed__gt=0) | Q(dwell_decayed__gt=0) | Q(clicks_decayed__gt=0)
     rows = list(
-        Engagement.objects.order_by().values_list(
+        Engagement.objects.filter(engaged).order_by().values_list(
             "customer__external_id",
             "product__external_id",
             "hover_decayed",

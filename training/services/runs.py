@@ -28,7 +28,7 @@ from training.ml.data import leave_last_out, product_prior
 from training.ml.loop import Progress, TrainConfig, TrainingCancelled, train
 from training.ml.model import RecommenderConfig
 from training.ml.scoring import CatalogScorer
-from training.models import ModelVersion, TrainingRun
+from training.models import ModelPromotion, ModelVersion, TrainingRun
 
 from .dataset import TrainingData, training_data_load
 from .evaluation import (
@@ -42,8 +42,9 @@ from .versions import (
     PromotionRefused,
     model_dir,
     model_version_load,
-    model_version_promote,
+    model_version_promote_verified,
     model_version_promoted,
+    model_version_verify,
 )
 
 logger = logging.getLogger(__name__)
@@ -407,14 +408,23 @@ def _execute(run: TrainingRun, writer: _ProgressWriter) -> None:
         ModelVersion.objects.filter(pk=version.pk).update(status=ModelVersion.Status.REJECTED)
         _finish(run.pk, status=Status.REJECTED, error=decision.reason, **common)
         return
-    if not TrainingRun.objects.filter(pk=run.pk, status=Status.RUNNING, cancel_requested_at__isnull=True).exists():
-        raise TrainingCancelled  # cancelled (or swept) while evaluating: do not promote
     try:
-        model_version_promote(version_id=version.pk, actor=f"training-run:{run.pk}")
+        model_version_verify(version)  # slow I/O: before the transaction below
     except PromotionRefused as exc:
         _finish(run.pk, status=Status.FAILED, error=str(exc), **common)
         return
-    _finish(run.pk, status=Status.SUCCEEDED, **common)
+    # Promote and end the run in one transaction, holding the run's row: a cancel or a
+    # sweep that got in first wins (nothing is promoted), and none can slip in between.
+    with transaction.atomic():
+        still_ours = TrainingRun.objects.select_for_update().filter(
+            pk=run.pk, status=Status.RUNNING, cancel_requested_at__isnull=True
+        )
+        if not still_ours.exists():
+            raise TrainingCancelled(f"Training run {run.pk} was cancelled or swept before its promotion.")
+        model_version_promote_verified(
+            version_id=version.pk, actor=f"training-run:{run.pk}", action=ModelPromotion.Action.PROMOTE
+        )
+        _finish(run.pk, status=Status.SUCCEEDED, **common)
 
 
 def _data_summary(data: TrainingData, test_customers: int) -> dict[str, Any]:

@@ -22,8 +22,8 @@ WEIGHTS = (0.2, 0.4, 0.4)
 
 def _with_held_out_pairs_changed(data, split):
     """The same data, but each held-out pair dwelt 50x longer and maxed every signal."""
-    held_out = {(int(c), int(p)) for c, p in zip(split.test_customers, split.test_products)}
-    rows = np.array([(int(c), int(p)) in held_out for c, p in zip(data.customer_idx, data.product_idx)])
+    held_out = {(int(c), int(p)) for c, p in zip(split.test_customers, split.test_products, strict=False)}
+    rows = np.array([(int(c), int(p)) in held_out for c, p in zip(data.customer_idx, data.product_idx, strict=False)])
     assert rows.sum() == len(held_out) > 0
     dwell_ms = np.where(rows, data.dwell_ms * 50, data.dwell_ms)
     targets = np.where(rows[:, None], 1.0, data.targets).astype(np.float32)
