@@ -45,17 +45,18 @@ def _engage(customer: str, product: str, *, days_ago: float, dwell: float, now: 
 
 
 def test_it_reads_engagement_in_one_query_into_contiguous_ids(db, django_assert_num_queries):
+    Product.objects.create(external_id="p-new")  # in the catalog, nobody has touched it yet
     now = datetime(2026, 6, 1, tzinfo=UTC)
     _engage("c-b", "p-2", days_ago=0, dwell=0.5, now=now)
     _engage("c-a", "p-9", days_ago=30, dwell=0.5, now=now)
     _engage("c-b", "p-9", days_ago=2, dwell=0.1, now=now)
 
-    with django_assert_num_queries(1):
+    with django_assert_num_queries(2):  # the engaged pairs, and the active catalog's ids
         data = training_data_load(weights=WEIGHTS)
 
     x = data.interactions
-    assert data.customer_ids == ["c-a", "c-b"] and data.product_ids == ["p-2", "p-9"]
-    assert x.num_customers == 2 and x.num_products == 2 and data.as_of == now
+    assert data.customer_ids == ["c-a", "c-b"] and data.product_ids == ["p-2", "p-9", "p-new"]
+    assert x.num_customers == 2 and x.num_products == 3 and data.as_of == now
     pairs = {(data.customer_ids[c], data.product_ids[p]) for c, p in zip(x.customer_idx, x.product_idx, strict=False)}
     assert pairs == {("c-b", "p-2"), ("c-a", "p-9"), ("c-b", "p-9")}
 
@@ -110,4 +111,5 @@ def test_it_leaves_out_pairs_without_any_signal(db):
 
     data = training_data_load(weights=WEIGHTS)
 
-    assert data.product_ids == ["p-1"] and len(data.interactions.customer_idx) == 1
+    assert len(data.interactions.customer_idx) == 1
+    assert data.product_ids[data.interactions.product_idx[0]] == "p-1"

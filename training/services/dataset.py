@@ -8,7 +8,7 @@ from datetime import datetime
 import numpy as np
 from django.db.models import Q
 
-from engagement.models import Engagement
+from engagement.models import Engagement, Product
 from engagement.scoring import MAX_EXPONENT, EngagementWeights
 from training.ml.data import Interactions, index_ids
 
@@ -51,7 +51,7 @@ RECENCY_ANCHORS = ("customer", "shop", "none")
 
 
 def training_data_load(*, weights: EngagementWeights | None = None, recency: str = "customer") -> TrainingData:
-    """Read every Engagement row in one query and build contiguous id maps and targets.
+    """Read every engaged pair in one query (and the active catalog's ids) into id maps and targets.
 
     ``recency`` says to which moment each pair's engagement is decayed (docs/model.md):
     - "customer" (default): the customer's own newest event. The model ranks products
@@ -90,7 +90,11 @@ def training_data_load(*, weights: EngagementWeights | None = None, recency: str
     customers, products, hover, dwell, clicks, dwell_ms, last_event_at = zip(*rows, strict=True)
     timestamp = np.fromiter((t.timestamp() for t in last_event_at), dtype=np.float64, count=len(rows))
     customer_idx, customer_ids = index_ids(customers)
-    product_idx, product_ids = index_ids(products)
+    # The whole active catalog, not only engaged products: the model ranks (and the
+    # evaluation's full ranking runs over) every product the shop could be shown, and
+    # a product nobody has touched yet is learnt from the negatives it is drawn as.
+    catalog = Product.objects.filter(active=True).values_list("external_id", flat=True)
+    product_idx, product_ids = index_ids(products, universe=list(catalog))
     as_of = timestamp.max()
     if recency == "customer":
         anchor = np.full(len(customer_ids), -np.inf)
