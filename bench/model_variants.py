@@ -31,13 +31,13 @@ from django.conf import settings
 
 from training.ml.data import leave_last_out, product_prior
 from training.ml.loop import TrainConfig, train
+from training.ml.metrics import evaluate_split
 from training.ml.model import RecommenderConfig
 from training.ml.scoring import CatalogScorer
 from training.services.dataset import training_data_load
 from training.services.evaluation import (
     model_score_fn,
     popularity_score_fn,
-    split_evaluate,
 )
 
 MODEL_FIELDS = {f.name for f in fields(RecommenderConfig)} - {"num_customers", "num_products"}
@@ -61,7 +61,7 @@ def main(variants: list[dict]) -> None:
     evaluate = {"split": outer, "sampled_negatives": 99, "seed": 42}
     print(f"{x.num_customers} customers, {x.num_products} products, {len(x.customer_idx)} pairs; "
           f"recency {settings.RECSITE_TRAINING['TARGET_RECENCY']}")  # fmt: skip
-    print(f"{'popularity':50} {rounded(split_evaluate(popularity_score_fn(outer), **evaluate))}", flush=True)
+    print(f"{'popularity':50} {rounded(evaluate_split(popularity_score_fn(outer), **evaluate))}", flush=True)
     for variant in variants:
         variant = dict(variant)
         # "prior": "zeros" measures what the dwell prior adds (docs/model.md).
@@ -81,7 +81,7 @@ def main(variants: list[dict]) -> None:
         )  # fmt: skip
         seconds = time.perf_counter() - started
         scorer = CatalogScorer(result.model, variant_prior, data.channel_weights)
-        metrics = split_evaluate(model_score_fn(scorer), **evaluate)
+        metrics = evaluate_split(model_score_fn(scorer), **evaluate)
         label = f"{json.dumps(variant | ({'prior': 'zeros'} if variant_prior is not prior else {}))} ({seconds:.0f} s, {len(result.history)} ep, best {result.best_epoch})"
         print(f"{label:50} {rounded(metrics)}", flush=True)
 

@@ -13,7 +13,9 @@ import numpy as np
 
 from training.ml.data import (
     Interactions,
+    Split,
     distinct_items_by_customer,
+    items_by_customer,
     pairs_to_csr,
     unseen_products,
 )
@@ -96,6 +98,23 @@ def evaluate_ranking(
         },
         "customers": int(count),
     }
+
+
+def evaluate_split(
+    score_fn: Callable[[np.ndarray], np.ndarray], *, split: Split, sampled_negatives: int = 99, seed: int = 0
+) -> dict:
+    """Return ``evaluate_ranking``'s metrics of ``score_fn`` on a leave-last-out split."""
+    indptr, indices = items_by_customer(split.train)
+    return evaluate_ranking(
+        score_fn,
+        test_customers=split.test_customers,
+        test_products=split.test_products,
+        train_indptr=indptr,
+        train_indices=indices,
+        num_products=split.train.num_products,
+        sampled_negatives=sampled_negatives,
+        seed=seed,
+    )
 
 
 def sample_negatives(

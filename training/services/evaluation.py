@@ -12,8 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from training.ml.artifact import LoadedModel
-from training.ml.data import Split, items_by_customer
-from training.ml.metrics import evaluate_ranking, popularity_scores
+from training.ml.data import Split
+from training.ml.metrics import popularity_scores
 from training.ml.scoring import CatalogScorer
 
 GATE_METRIC = ("full", "ndcg@10")
@@ -25,21 +25,6 @@ ScoreFn = Callable[[np.ndarray], np.ndarray]
 class GateDecision:
     promote: bool
     reason: str
-
-
-def split_evaluate(score_fn: ScoreFn, *, split: Split, sampled_negatives: int, seed: int) -> dict:
-    """Return the DESIGN.md metrics (sampled and full ranking) of ``score_fn`` on ``split``."""
-    indptr, indices = items_by_customer(split.train)
-    return evaluate_ranking(
-        score_fn,
-        test_customers=split.test_customers,
-        test_products=split.test_products,
-        train_indptr=indptr,
-        train_indices=indices,
-        num_products=split.train.num_products,
-        sampled_negatives=sampled_negatives,
-        seed=seed,
-    )
 
 
 def popularity_score_fn(split: Split) -> ScoreFn:

@@ -26,6 +26,7 @@ from engagement.services import engagement_fold
 from training.ml.artifact import save_artifact
 from training.ml.data import leave_last_out, product_prior
 from training.ml.loop import Progress, TrainConfig, TrainingCancelled, train
+from training.ml.metrics import evaluate_split
 from training.ml.model import RecommenderConfig
 from training.ml.scoring import CatalogScorer
 from training.models import ModelPromotion, ModelVersion, TrainingRun
@@ -36,7 +37,6 @@ from .evaluation import (
     gate_decide,
     model_score_fn,
     popularity_score_fn,
-    split_evaluate,
 )
 from .versions import (
     PromotionRefused,
@@ -444,8 +444,8 @@ def _evaluate(model, prior, data: TrainingData, outer, seed: int) -> dict[str, A
     kwargs = {"split": outer, "sampled_negatives": conf["SAMPLED_NEGATIVES"], "seed": seed}
     scorer = CatalogScorer(model, prior, data.channel_weights)
     metrics: dict[str, Any] = {
-        "model": split_evaluate(model_score_fn(scorer), **kwargs),
-        "popularity": split_evaluate(popularity_score_fn(outer), **kwargs),
+        "model": evaluate_split(model_score_fn(scorer), **kwargs),
+        "popularity": evaluate_split(popularity_score_fn(outer), **kwargs),
     }
     champion = model_version_promoted()
     if champion is not None:
@@ -456,7 +456,7 @@ def _evaluate(model, prior, data: TrainingData, outer, seed: int) -> dict[str, A
             metrics["champion_error"] = f"version {champion.pk}: {exc}"
         else:
             score = champion_score_fn(loaded, split=outer, customer_ids=data.customer_ids, product_ids=data.product_ids)
-            metrics["champion"] = {"version": champion.pk, **split_evaluate(score, **kwargs)}
+            metrics["champion"] = {"version": champion.pk, **evaluate_split(score, **kwargs)}
     return metrics
 
 

@@ -12,7 +12,6 @@ from tests.training.ml import planted_interactions
 from training.ml.data import (
     Interactions,
     Split,
-    items_by_customer,
     leave_last_out,
     product_prior,
 )
@@ -23,7 +22,7 @@ from training.ml.loop import (
     TrainResult,
     train,
 )
-from training.ml.metrics import evaluate_ranking, popularity_scores
+from training.ml.metrics import evaluate_split, popularity_scores
 from training.ml.model import RecommenderConfig
 from training.ml.scoring import CatalogScorer
 
@@ -70,15 +69,7 @@ def planted_run() -> PlantedRun:
 
 
 def _full_ranking(split: Split, score_fn) -> dict:
-    indptr, indices = items_by_customer(split.train)
-    return evaluate_ranking(
-        score_fn,
-        test_customers=split.test_customers,
-        test_products=split.test_products,
-        train_indptr=indptr,
-        train_indices=indices,
-        num_products=split.train.num_products,
-    )
+    return evaluate_split(score_fn, split=split, sampled_negatives=99, seed=0)
 
 
 def _tiny(seed: int = 0) -> tuple[Interactions, Split, np.ndarray]:
