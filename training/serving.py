@@ -30,6 +30,7 @@ logger = logging.getLogger(__name__)
 
 MAX_K = 100
 REFUSED_RETRY_SECONDS = 30
+ACTIVE_CHECK_MARGIN = 10
 
 
 @dataclass(frozen=True)
@@ -180,14 +181,17 @@ def recommendations_for(
         seen_index = [i for i in (served.loaded.product_index.get(p) for p in seen) if i is not None]
         allowed[seen_index] = False
     scores[~allowed] = -np.inf
-    available = int(allowed.sum())
-    take = min(k, available)
+    # A few more than k: the catalog check below may drop some.
+    take = min(k + ACTIVE_CHECK_MARGIN, int(allowed.sum()))
     if take == 0:
         return Recommendations(customer, served.version_id, "model", [])
     top = np.argpartition(-scores, take - 1)[:take]
     top = top[np.lexsort((top, -scores[top]))]  # by score, ties by index: stable answers
-    items = [
-        RecommendedItem(served.loaded.product_ids[i], round(float(scores[i]), 4), rank)
-        for rank, i in enumerate(top, start=1)
-    ]
+    # The active mask is refreshed every few seconds and can miss a deactivation (two
+    # catalog writes committing out of order); "inactive products are never
+    # recommended" is the contract, so the shortlist is checked against the catalog.
+    ids = [served.loaded.product_ids[i] for i in top]
+    active = set(Product.objects.filter(external_id__in=ids, active=True).values_list("external_id", flat=True))
+    shortlist = [(product, scores[i]) for product, i in zip(ids, top, strict=True) if product in active][:k]
+    items = [RecommendedItem(product, round(float(score), 4), rank) for rank, (product, score) in enumerate(shortlist, 1)]
     return Recommendations(customer, served.version_id, "model", items)

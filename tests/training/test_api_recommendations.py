@@ -162,3 +162,15 @@ def test_a_refused_artifact_is_tried_again_and_served_once_it_reads_back(
     path.write_bytes(good)
 
     assert shop_client.get(url("alice")).json()["model_version"] == newer.pk
+
+
+def test_a_deactivation_the_catalog_stamp_missed_is_still_never_recommended(shop_client, promoted):
+    shop_client.get(url("alice"))  # the active mask is built now
+    # Deactivated without moving updated_at: what two out-of-order catalog commits look like
+    # to the stamp (Max(updated_at), count), so the mask stays stale.
+    top = shop_client.get(url("alice"), {"k": 3}).json()["items"][0]["product"]
+    Product.objects.filter(external_id=top).update(active=False)
+
+    body = shop_client.get(url("alice"), {"k": 3}).json()
+
+    assert top not in {i["product"] for i in body["items"]} and len(body["items"]) == 3
