@@ -83,7 +83,7 @@ def _ranked_cached(*, days: int | None, category: str | None) -> list[PopularPro
         ranked = _ranked(days=days, category=category, now=timezone.now(), limit=POPULAR_CACHE_DEPTH)
         # Plain tuples, so a cached entry survives a change to the dataclass.
         rows = [(p.product, p.score, p.customers) for p in ranked]
-        cache.set(key, rows, timeout=getattr(settings, "RECSITE_POPULAR_CACHE_SECONDS", 60))
+        cache.set(key, rows, timeout=settings.RECSITE_POPULAR_CACHE_SECONDS)
     return [PopularProduct(product=p, score=s, customers=c) for p, s, c in rows]
 
 

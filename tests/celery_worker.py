@@ -48,6 +48,45 @@ def _log_tail(path: Path) -> str:
     return "\n".join(lines[-LOG_TAIL_LINES:])
 
 
+def worker_env(**extra: str) -> dict[str, str]:
+    """The environment of a worker on the test database and this run's var folder."""
+    return {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "tests.settings",
+        "RECSITE_VAR_DIR": str(settings.VAR_DIR),
+        **_test_database_env(),
+        **extra,
+    }
+
+
+def start_worker(*, log_path: Path, queues: str, hostname: str, pool: str = "solo", env: dict | None = None):
+    """Start ``celery -A recsite worker`` as a child process that dies with pytest."""
+    command = [
+        sys.executable, "-m", "celery", "-A", "recsite", "worker", "--pool", pool, "--concurrency", "1",
+        "--loglevel", "INFO", "--queues", queues,
+        # A fixed node name: the filesystem transport never removes a worker's remote
+        # control binding, so each new name would be one more broadcast target nobody reads.
+        "--hostname", hostname,
+        # Talk to other workers: there are none, and on Redis start-up would wait on mingle.
+        "--without-gossip", "--without-mingle", "--without-heartbeat",
+    ]  # fmt: skip
+    with log_path.open("wb") as log:
+        return subprocess.Popen(
+            command, cwd=ROOT, env=env or worker_env(), stdout=log, stderr=subprocess.STDOUT,
+            preexec_fn=_die_with_parent,
+        )  # fmt: skip
+
+
+def stop_process(process: subprocess.Popen) -> None:
+    """SIGTERM (a graceful stop), then SIGKILL if it has not exited in time."""
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=STOP_TIMEOUT_SECONDS)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 @pytest.fixture(scope="session")
 def celery_worker_process(django_db_setup, tmp_path_factory, pytestconfig):
     """Start ``celery -A recsite worker`` on the test database; stop it at the end."""
@@ -57,35 +96,12 @@ def celery_worker_process(django_db_setup, tmp_path_factory, pytestconfig):
     app.control.purge()
     log_path = tmp_path_factory.mktemp("celery-worker") / "worker.log"
     pytestconfig.stash[_log_path_key] = log_path
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "tests.settings",
-        "RECSITE_VAR_DIR": str(settings.VAR_DIR),
-        **_test_database_env(),
-    }
-    command = [
-        sys.executable, "-m", "celery", "-A", "recsite", "worker", "--pool", "solo",
-        "--loglevel", "INFO", "--queues", "celery,training",
-        # A fixed node name: the filesystem transport never removes a worker's remote
-        # control binding, so each new name would be one more broadcast target nobody reads.
-        "--hostname", "tests@%h",
-        # Talk to other workers: there are none, and on Redis start-up would wait on mingle.
-        "--without-gossip", "--without-mingle", "--without-heartbeat",
-    ]  # fmt: skip
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent
-        )
+    process = start_worker(log_path=log_path, queues="celery,training", hostname="tests@%h")
     try:
         _wait_until_ready(app, process, log_path)
         yield process
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=STOP_TIMEOUT_SECONDS)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process)
 
 
 def _wait_until_ready(app, process: subprocess.Popen, log_path: Path) -> None:

@@ -13,9 +13,10 @@ from pathlib import Path
 import pytest
 import requests
 
+from tests.celery_worker import STOP_TIMEOUT_SECONDS, stop_process
+
 ROOT = Path(__file__).resolve().parent.parent
 START_TIMEOUT_SECONDS = 90  # migrate + collectstatic on a new database, then three processes
-STOP_TIMEOUT_SECONDS = 20
 
 pytestmark = pytest.mark.skipif(
     bool(os.environ.get("DATABASE_URL")), reason="the embedded mode runs on SQLite; the SQLite pass covers it"
@@ -64,12 +65,7 @@ def embedded_site(tmp_path):
         yield process, f"http://127.0.0.1:{port}", output
     finally:
         if process.poll() is None:  # the test failed before stopping it: stop it the same way
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=STOP_TIMEOUT_SECONDS)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            stop_process(process)
 
 
 def _wait_for_health(process, base_url: str, output: Path) -> None:

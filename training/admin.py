@@ -24,8 +24,11 @@ class TrainingRunAdmin(ReadOnlyAdmin):
 class ModelVersionAdmin(ReadOnlyAdmin):
     list_display = ("id", "status", "training_run", "created_at", "promoted_at", "sha256")
     list_filter = ("status",)
-    # The id maps can hold a million ids; the change page would render them all.
+    # The id maps can hold a million ids: neither the list nor the change page loads them.
     exclude = ("customer_ids", "product_ids")
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).without_id_maps()
 
 
 @admin.register(ModelPromotion)

@@ -89,7 +89,7 @@ class TrainingRunOutputSerializer(serializers.ModelSerializer):
     class Meta:
         model = TrainingRun
         fields = [
-            "id", "status", "triggered_by", "options", "created_at", "started_at", "finished_at",
+            "id", "status", "triggered_by", "options", "task_id", "created_at", "started_at", "finished_at",
             "heartbeat_at", "cancel_requested_at", "progress", "history", "metrics", "error", "model_version",
         ]  # fmt: skip
 
@@ -110,7 +110,7 @@ class TrainingRunListApi(APIView):
 
     @extend_schema(operation_id="training_runs_list", responses={200: TrainingRunOutputSerializer(many=True)})
     def get(self, request):
-        runs = TrainingRun.objects.select_related("model_version")[:50]
+        runs = TrainingRun.objects.with_version()[:50]
         return Response(TrainingRunOutputSerializer(runs, many=True).data)
 
     @extend_schema(
@@ -140,7 +140,7 @@ class TrainingRunListApi(APIView):
                 status=status.HTTP_503_SERVICE_UNAVAILABLE,
                 headers={"Retry-After": "5"},
             )
-        run = TrainingRun.objects.select_related("model_version").get(pk=run.pk)
+        run = TrainingRun.objects.with_version().get(pk=run.pk)
         return Response(
             TrainingRunOutputSerializer(run).data, status=status.HTTP_201_CREATED if created else status.HTTP_409_CONFLICT
         )
@@ -151,7 +151,7 @@ class TrainingRunDetailApi(APIView):
 
     @extend_schema(operation_id="training_runs_retrieve", responses={200: TrainingRunOutputSerializer, 404: _not_found})
     def get(self, request, run_id: int):
-        run = get_object_or_404(TrainingRun.objects.select_related("model_version"), pk=run_id)
+        run = get_object_or_404(TrainingRun.objects.with_version(), pk=run_id)
         return Response(TrainingRunOutputSerializer(run).data)
 
 
@@ -170,7 +170,8 @@ class TrainingRunCancelApi(APIView):
     )
     def post(self, request, run_id: int):
         get_object_or_404(TrainingRun, pk=run_id)
-        run = training_run_cancel(run_id=run_id)
+        training_run_cancel(run_id=run_id)
+        run = TrainingRun.objects.with_version().get(pk=run_id)
         ended = run.status in TrainingRun.ENDED and run.status != TrainingRun.Status.CANCELLED
         return Response(TrainingRunOutputSerializer(run).data, status=409 if ended else 200)
 
@@ -196,16 +197,12 @@ class ModelVersionOutputSerializer(serializers.ModelSerializer):
         return version.config.get("model", {}).get("num_products", 0)
 
 
-def _versions():
-    return ModelVersion.objects.defer("customer_ids", "product_ids")
-
-
 class ModelVersionListApi(APIView):
     permission_classes = [CanReadTraining]
 
     @extend_schema(operation_id="model_versions_list", responses={200: ModelVersionOutputSerializer(many=True)})
     def get(self, request):
-        return Response(ModelVersionOutputSerializer(_versions()[:50], many=True).data)
+        return Response(ModelVersionOutputSerializer(ModelVersion.objects.without_id_maps()[:50], many=True).data)
 
 
 class ModelVersionDetailApi(APIView):
@@ -213,7 +210,7 @@ class ModelVersionDetailApi(APIView):
 
     @extend_schema(operation_id="model_versions_retrieve", responses={200: ModelVersionOutputSerializer, 404: _not_found})
     def get(self, request, version_id: int):
-        return Response(ModelVersionOutputSerializer(get_object_or_404(_versions(), pk=version_id)).data)
+        return Response(ModelVersionOutputSerializer(get_object_or_404(ModelVersion.objects.without_id_maps(), pk=version_id)).data)
 
 
 _refused = OpenApiResponse(
@@ -238,7 +235,7 @@ class ModelVersionPromoteApi(APIView):
             version = model_version_promote(version_id=version_id, actor=actor_of(request))
         except PromotionRefused as exc:
             return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
-        return Response(ModelVersionOutputSerializer(_versions().get(pk=version.pk)).data)
+        return Response(ModelVersionOutputSerializer(ModelVersion.objects.without_id_maps().get(pk=version.pk)).data)
 
 
 class ModelVersionRollbackApi(APIView):
@@ -255,4 +252,4 @@ class ModelVersionRollbackApi(APIView):
             version = model_version_rollback(actor=actor_of(request))
         except PromotionRefused as exc:
             return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
-        return Response(ModelVersionOutputSerializer(_versions().get(pk=version.pk)).data)
+        return Response(ModelVersionOutputSerializer(ModelVersion.objects.without_id_maps().get(pk=version.pk)).data)

@@ -10,6 +10,20 @@ from django.db import models
 from django.db.models import Q
 
 
+class TrainingRunQuerySet(models.QuerySet):
+    def with_version(self) -> TrainingRunQuerySet:
+        """Join the run's model version, without its id maps (megabytes at a million customers)."""
+        return self.select_related("model_version").defer(
+            "model_version__customer_ids", "model_version__product_ids"
+        )
+
+
+class ModelVersionQuerySet(models.QuerySet):
+    def without_id_maps(self) -> ModelVersionQuerySet:
+        """Leave out the id maps (megabytes at a million customers); the artifact holds them too."""
+        return self.defer("customer_ids", "product_ids")
+
+
 class TrainingRun(models.Model):
     """One attempt to train, evaluate and (maybe) promote a model."""
 
@@ -36,12 +50,16 @@ class TrainingRun(models.Model):
     # heartbeat is older than RECSITE_TRAINING["STALE_SECONDS"] (a kill -9 writes nothing).
     heartbeat_at = models.DateTimeField(null=True, blank=True)
     cancel_requested_at = models.DateTimeField(null=True, blank=True)
+    # The Celery task's id, chosen before it is sent (empty for manage.py train).
+    task_id = models.CharField(max_length=50, blank=True)
     worker = models.CharField(max_length=200, blank=True)  # hostname:pid, for diagnosis
     # {"phase", "epoch", "epochs", "step", "steps", "loss", "eta_seconds"}; at most 1 write/s.
     progress = models.JSONField(default=dict, blank=True)
     history = models.JSONField(default=list, blank=True)  # one dict per finished epoch
     metrics = models.JSONField(default=dict, blank=True)  # model, popularity, champion
     error = models.TextField(blank=True)  # why it failed, or why the gate rejected it
+
+    objects = TrainingRunQuerySet.as_manager()
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -90,6 +108,8 @@ class ModelVersion(models.Model):
     metrics = models.JSONField(default=dict)
     created_at = models.DateTimeField(auto_now_add=True)
     promoted_at = models.DateTimeField(null=True, blank=True)
+
+    objects = ModelVersionQuerySet.as_manager()
 
     class Meta:
         ordering = ["-created_at", "-id"]

@@ -115,9 +115,9 @@ def served_model() -> ServedModel | None:
 def _refresh(current: ServedModel | None, cache: _ServingCache) -> ServedModel | None:
     version = ModelVersion.objects.filter(status=ModelVersion.Status.PROMOTED).only("pk", "sha256", "artifact_path")
     version = version.first()
-    stamp = _catalog_stamp()
     if version is None:
         return None  # nothing promoted (or rolled back to nothing): popular products
+    stamp = _catalog_stamp()
     if current is None or current.version_id != version.pk:
         loaded = _load(version, current, cache)
         if loaded is not None:

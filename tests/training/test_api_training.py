@@ -14,12 +14,8 @@ RUNS = "/api/v1/training-runs/"
 def sent(monkeypatch) -> list:
     """Record retrain tasks instead of sending them: no worker runs in these tests."""
     calls = []
-    monkeypatch.setattr("training.tasks.retrain.delay", lambda run_id: calls.append(run_id) or _Result())
+    monkeypatch.setattr("training.tasks.retrain.apply_async", lambda args, task_id: calls.append((args[0], task_id)))
     return calls
-
-
-class _Result:
-    id = "task-id"
 
 
 def test_an_admin_key_starts_a_run_and_a_second_start_gets_409_with_it(
@@ -33,7 +29,7 @@ def test_an_admin_key_starts_a_run_and_a_second_start_gets_409_with_it(
     assert first.json()["status"] == "queued" and first.json()["options"] == {"epochs": 2}
     assert first.json()["triggered_by"] == "api-key:test admin"
     assert second.status_code == 409 and second.json()["id"] == first.json()["id"]
-    assert sent == [first.json()["id"]]
+    assert sent == [(first.json()["id"], first.json()["task_id"])] and first.json()["task_id"]
 
 
 def test_bad_options_get_a_400_and_start_nothing(admin_client, sent):
@@ -45,10 +41,10 @@ def test_bad_options_get_a_400_and_start_nothing(admin_client, sent):
 
 @pytest.mark.usefixtures("transactional_db")  # autocommit, as in production: on_commit runs in the request
 def test_a_broker_outage_answers_503_and_frees_the_slot(admin_client, monkeypatch):
-    def down(run_id):
+    def down(args, task_id):
         raise ConnectionRefusedError("Error 111 connecting to 127.0.0.1:6379")
 
-    monkeypatch.setattr("training.tasks.retrain.delay", down)
+    monkeypatch.setattr("training.tasks.retrain.apply_async", down)
 
     response = admin_client.post(RUNS, {}, format="json")
 

@@ -188,7 +188,7 @@ def test_it_folds_events_the_periodic_fold_has_not_reached_before_training(db):
 @pytest.mark.usefixtures("transactional_db")
 def test_the_schedule_starts_a_run_or_leaves_the_one_in_flight(monkeypatch):
     sent = []
-    monkeypatch.setattr("training.tasks.retrain.delay", lambda run_id: sent.append(run_id) or type("R", (), {"id": "x"}))
+    monkeypatch.setattr("training.tasks.retrain.apply_async", lambda args, task_id: sent.append(args[0]))
 
     first = scheduled_retrain.run()
     second = scheduled_retrain.run()

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import time
 
 import pytest
@@ -18,7 +16,7 @@ from django.conf import settings as django_settings
 from engagement.demo import demo_taste_categories
 from engagement.models import Product
 from recsite.celery import app
-from tests.celery_worker import ROOT, _die_with_parent, _test_database_env
+from tests.celery_worker import start_worker, stop_process, worker_env
 from tests.training.conftest import seed_small_shop
 from training.models import ModelVersion, TrainingRun
 from training.services import training_run_start, training_runs_sweep
@@ -38,8 +36,7 @@ def test_a_retrain_started_over_the_api_ends_promoted_and_recommendations_follow
     started = admin_client.post("/api/v1/training-runs/", {}, format="json")  # the defaults
     assert started.status_code == 201, started.content
     run_id = started.json()["id"]
-    task_id = TrainingRun.objects.get(pk=run_id).worker.removeprefix("task ")
-    AsyncResult(task_id, app=app).get(timeout=TASK_TIMEOUT_SECONDS)
+    AsyncResult(started.json()["task_id"], app=app).get(timeout=TASK_TIMEOUT_SECONDS)
 
     run = admin_client.get(f"/api/v1/training-runs/{run_id}/").json()
     assert run["status"] == "succeeded", (run["error"], run["metrics"])
@@ -59,26 +56,6 @@ def test_a_retrain_started_over_the_api_ends_promoted_and_recommendations_follow
     assert sum(shares) / len(shares) >= 0.6, shares
 
 
-def _start_worker(queue: str, log_path) -> subprocess.Popen:
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "tests.settings",
-        "RECSITE_VAR_DIR": str(django_settings.VAR_DIR),
-        "RECSITE_TRAINING_HEARTBEAT_SECONDS": "0.5",
-        "RECSITE_TRAINING_STALE_SECONDS": "2",
-        **_test_database_env(),
-    }
-    command = [
-        sys.executable, "-m", "celery", "-A", "recsite", "worker", "--pool", "prefork", "--concurrency", "1",
-        "--queues", queue, "--hostname", f"{queue}@%h", "--loglevel", "INFO",
-        "--without-gossip", "--without-mingle", "--without-heartbeat",
-    ]  # fmt: skip
-    with log_path.open("wb") as log:
-        return subprocess.Popen(
-            command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent
-        )
-
-
 def _wait_for(condition, *, what: str, timeout: float, log_path) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
@@ -94,7 +71,11 @@ def test_a_run_whose_worker_is_killed_is_swept_as_failed_and_frees_the_slot(sett
     queue = "training-kill-test"
     app.control.purge()
     log_path = tmp_path / "worker.log"
-    worker = _start_worker(queue, log_path)
+    # Prefork, as in production: the pool child runs the task and is the one killed.
+    worker = start_worker(
+        log_path=log_path, queues=queue, hostname=f"{queue}@%h", pool="prefork",
+        env=worker_env(RECSITE_TRAINING_HEARTBEAT_SECONDS="0.5", RECSITE_TRAINING_STALE_SECONDS="2"),
+    )  # fmt: skip
     try:
         run, _ = training_run_start(
             triggered_by="test", options={"epochs": 1000, "patience": 1000}, enqueue=False
@@ -122,9 +103,4 @@ def test_a_run_whose_worker_is_killed_is_swept_as_failed_and_frees_the_slot(sett
         assert not ModelVersion.objects.exists()
         assert training_run_start(triggered_by="next", enqueue=False)[1]  # the slot is free
     finally:
-        worker.send_signal(signal.SIGTERM)
-        try:
-            worker.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            worker.kill()
-            worker.wait()
+        stop_process(worker)

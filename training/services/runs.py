@@ -11,6 +11,7 @@ import os
 import socket
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, fields
@@ -73,27 +74,21 @@ class TrainingOptionsInvalid(ValueError):
 
 
 def training_options_validate(options: dict[str, Any]) -> dict[str, Any]:
-    """Return ``options`` checked against OPTIONS (bool is not an int here, nor an int a bool)."""
+    """Return ``options`` if they name known settings with values the two configs accept.
+
+    The configs check types and ranges themselves (a bool is not an int there, "3" not
+    a number), so building them is the check.
+    """
     if not isinstance(options, dict):
         raise TrainingOptionsInvalid("options must be an object.")
     unknown = sorted(set(options) - set(OPTIONS))
     if unknown:
         raise TrainingOptionsInvalid(f"Unknown options: {', '.join(unknown)}; known: {', '.join(sorted(OPTIONS))}.")
-    clean: dict[str, Any] = {}
-    for name, value in options.items():
-        kind, _ = OPTIONS[name]
-        ok = isinstance(value, bool) if kind is bool else (
-            isinstance(value, kind | int) and not isinstance(value, bool) if kind is float
-            else isinstance(value, kind) and not isinstance(value, bool)
-        )  # fmt: skip
-        if not ok:
-            raise TrainingOptionsInvalid(f"{name} must be {kind.__name__}, got {value!r}.")
-        clean[name] = kind(value)
     try:
-        _configs(clean, num_customers=1, num_products=1)
+        _configs(options, num_customers=1, num_products=1)
     except (TypeError, ValueError) as exc:
         raise TrainingOptionsInvalid(str(exc)) from exc
-    return clean
+    return dict(options)
 
 
 AUTO_BATCH_BOUNDS = (128, 1024)
@@ -127,8 +122,6 @@ def _configs(
         **{k: v for k, v in values.items() if k in model_fields},
     )
     train_config = TrainConfig(**{k: v for k, v in values.items() if k in train_fields})
-    if train_config.epochs < 1 or train_config.batch_size < 1 or train_config.lr <= 0:
-        raise ValueError("epochs and batch_size must be >= 1 (batch_size 0: automatic) and lr > 0.")
     return model_config, train_config
 
 
@@ -149,7 +142,9 @@ def training_run_start(
     for _ in range(3):  # the in-flight run may end between our insert and our read
         try:
             with transaction.atomic():
-                run = TrainingRun.objects.create(triggered_by=triggered_by[:200], options=options)
+                run = TrainingRun.objects.create(
+                    triggered_by=triggered_by[:200], options=options, task_id=str(uuid.uuid4()) if enqueue else ""
+                )
         except IntegrityError:
             existing = training_run_in_flight()
             if existing is not None:
@@ -162,12 +157,13 @@ def training_run_start(
 
 
 def _enqueue(run: TrainingRun) -> None:
-    from training.tasks import (
-        retrain,  # tasks import services; import here avoids the cycle
-    )
+    # tasks import services; importing it here avoids the cycle.
+    from training.tasks import retrain
 
     try:
-        result = retrain.delay(run.pk)
+        # The task id was stored with the run, so no write follows the send (one that
+        # did could land after a fast worker's claim and overwrite it).
+        retrain.apply_async(args=[run.pk], task_id=run.task_id)
     except Exception as exc:
         # The broker is down: free the single-flight slot now rather than after the
         # queued timeout, and let the caller answer 503.
@@ -175,7 +171,6 @@ def _enqueue(run: TrainingRun) -> None:
             status=Status.FAILED, finished_at=timezone.now(), error=f"Could not reach the task broker: {exc}"
         )
         raise
-    TrainingRun.objects.filter(pk=run.pk).update(worker=f"task {result.id}")
 
 
 def training_run_cancel(*, run_id: int) -> TrainingRun:
@@ -281,7 +276,6 @@ class _ProgressWriter:
         self.echo = echo
         self.last_write = 0.0
         self.history: list[dict[str, Any]] = []
-        self.epoch = 0
         self.last: Progress | None = None
 
     def phase(self, name: str) -> None:
@@ -392,8 +386,6 @@ def _execute(run: TrainingRun, writer: _ProgressWriter) -> None:
         "device": result.device,
         "examples_per_second": round(result.examples_per_second),
     }
-    writer.phase("saving")
-    version = _save_version(run, result.model, model_config, train_config, prior, data, metrics)
     decision = gate_decide(
         candidate=metrics["model"],
         popularity=metrics["popularity"],
@@ -401,11 +393,14 @@ def _execute(run: TrainingRun, writer: _ProgressWriter) -> None:
         tolerance=conf["PROMOTION_TOLERANCE"],
     )
     metrics["gate"] = {"promote": decision.promote, "reason": decision.reason}
-    ModelVersion.objects.filter(pk=version.pk).update(metrics=metrics)
+    writer.phase("saving")
+    version = _save_version(
+        run, result.model, model_config, train_config, prior, data, metrics,
+        status=ModelVersion.Status.CANDIDATE if decision.promote else ModelVersion.Status.REJECTED,
+    )  # fmt: skip
     metrics["total_seconds"] = round(time.monotonic() - started, 2)
     common = {"metrics": metrics, "history": result.history}
     if not decision.promote:
-        ModelVersion.objects.filter(pk=version.pk).update(status=ModelVersion.Status.REJECTED)
         _finish(run.pk, status=Status.REJECTED, error=decision.reason, **common)
         return
     try:
@@ -460,7 +455,9 @@ def _evaluate(model, prior, data: TrainingData, outer, seed: int) -> dict[str, A
     return metrics
 
 
-def _save_version(run, model, model_config, train_config, prior, data: TrainingData, metrics) -> ModelVersion:
+def _save_version(
+    run, model, model_config, train_config, prior, data: TrainingData, metrics, *, status: str
+) -> ModelVersion:
     relative = f"run-{run.pk}-{timezone.now():%Y%m%dT%H%M%S}.pt"
     config = {"model": model_config.to_dict(), "train": train_config.to_dict()}
     # Writing the file is slow I/O: done before, and outside, any transaction.
@@ -477,6 +474,7 @@ def _save_version(run, model, model_config, train_config, prior, data: TrainingD
     )
     return ModelVersion.objects.create(
         training_run=run,
+        status=status,
         artifact_path=relative,
         sha256=sha256,
         config=config,

@@ -32,7 +32,7 @@ def model_version_load(version: ModelVersion) -> LoadedModel:
 
 
 def model_version_promoted() -> ModelVersion | None:
-    return ModelVersion.objects.filter(status=ModelVersion.Status.PROMOTED).first()
+    return ModelVersion.objects.without_id_maps().filter(status=ModelVersion.Status.PROMOTED).first()
 
 
 # Serialises promotions on PostgreSQL: two concurrent promotes would both lock the old
@@ -56,7 +56,7 @@ def model_version_promote(
 
     Idempotent: promoting the promoted version changes nothing.
     """
-    version = ModelVersion.objects.get(pk=version_id)
+    version = ModelVersion.objects.without_id_maps().get(pk=version_id)
     if version.status == ModelVersion.Status.PROMOTED:
         return version
     # Read and hash the artifact before taking any lock: it is slow I/O, and a version
@@ -72,8 +72,9 @@ def model_version_promote_verified(*, version_id: int, actor: str, action: str) 
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
             cursor.execute("SELECT pg_advisory_xact_lock(%s)", [PROMOTION_ADVISORY_LOCK])
-    current = ModelVersion.objects.select_for_update().filter(status=ModelVersion.Status.PROMOTED).first()
-    version = ModelVersion.objects.select_for_update().get(pk=version_id)
+    versions = ModelVersion.objects.without_id_maps().select_for_update()
+    current = versions.filter(status=ModelVersion.Status.PROMOTED).first()
+    version = versions.get(pk=version_id)
     if version.status == ModelVersion.Status.PROMOTED:  # a concurrent promote won
         return version
     if current is not None:
