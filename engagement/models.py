@@ -102,6 +102,36 @@ class Engagement(models.Model):
         return f"{self.customer_id} x {self.product_id}: {self.score}"
 
 
+class ProductDay(models.Model):
+    """One product's folded events on one UTC day: the dashboard's time windows and charts.
+
+    Written only by the fold, in the same transaction as Engagement and from the same
+    events (clipped signals, as in Engagement's totals), so both are always as of the
+    same watermark. Aggregating events over a window directly took ~200 ms on the demo
+    shop (SQLite, 200,000 events); summing these rows takes a few.
+    """
+
+    product = models.ForeignKey(Product, on_delete=models.CASCADE, related_name="days", db_index=False)
+    day = models.DateField()  # UTC
+    events = models.PositiveIntegerField(default=0)
+    hover_ms = models.BigIntegerField(default=0)
+    dwell_ms = models.BigIntegerField(default=0)
+    clicks = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            # The fold's upsert target; also serves one product's days (product page chart).
+            models.UniqueConstraint(fields=["product", "day"], name="product_day_product_day"),
+        ]
+        indexes = [
+            # Rankings over the last N days and the shop's events per day.
+            models.Index(fields=["day"], name="product_day_day"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.product_id} on {self.day}: {self.events} events"
+
+
 class EngagementWatermark(models.Model):
     """How far the fold has read the event table: events with id <= last_event_id are in."""
 

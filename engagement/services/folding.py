@@ -20,7 +20,7 @@ from django.db import connection, transaction
 from django.db.models import Max
 from django.utils import timezone
 
-from engagement.models import Engagement, EngagementWatermark, InteractionEvent
+from engagement.models import Engagement, EngagementWatermark, InteractionEvent, ProductDay
 from engagement.scoring import MAX_DECAY_HALF_LIVES, MAX_EXPONENT, SUM_FLOOR, EngagementWeights
 
 from .events import INGEST_ADVISORY_LOCK
@@ -54,6 +54,7 @@ def engagement_fold(*, full: bool = False) -> FoldResult:
         low = 0 if full else watermark.last_event_id
         if full:
             Engagement.objects.all().delete()
+            ProductDay.objects.all().delete()
         if high <= low and not full:
             # Nothing new, or another run got past our bound while we waited for the lock.
             return FoldResult(events_folded=0, pairs_touched=0, watermark=low)
@@ -61,8 +62,11 @@ def engagement_fold(*, full: bool = False) -> FoldResult:
         pairs_touched = 0
         if events_folded:
             with connection.cursor() as cursor:
-                cursor.execute(_upsert_sql(), _params(weights, low=low, high=high))
+                params = _params(weights, low=low, high=high)
+                cursor.execute(_upsert_sql(), params)
                 pairs_touched = cursor.rowcount
+                # The per-day rollup from the same events, in the same transaction.
+                cursor.execute(product_day_upsert_sql(), params)
         watermark.last_event_id = high
         watermark.save(update_fields=["last_event_id", "updated_at"])
     return FoldResult(events_folded=events_folded, pairs_touched=pairs_touched, watermark=high)
@@ -208,6 +212,45 @@ def _upsert_sql() -> str:
         WHERE true
         ON CONFLICT ({g("customer")}, {g("product")}) DO UPDATE SET
             {", ".join(f"{g(c)} = excluded.{g(c)}" for c in columns[2:])}
+    """
+
+
+def _utc_day(sql: str) -> str:
+    """Return SQL for the UTC calendar day of a datetime column."""
+    if connection.vendor == "postgresql":
+        return f"CAST(({sql} AT TIME ZONE 'UTC') AS date)"
+    if connection.vendor == "sqlite":
+        return f"date({sql})"  # stored as UTC text; DateField reads 'YYYY-MM-DD'
+    raise NotImplementedError(f"engagement_fold does not support {connection.vendor}.")
+
+
+def product_day_upsert_sql() -> str:
+    """Build the statement that adds events (low, high] to ProductDay (needs %(low)s, %(high)s, caps).
+
+    Signals are clipped as for Engagement's totals, so a day's dwell and a pair's agree.
+    """
+    quote = connection.ops.quote_name
+    ev, pd = InteractionEvent._meta, ProductDay._meta
+
+    def e(name: str) -> str:
+        return quote(ev.get_field(name).column)
+
+    def d(name: str) -> str:
+        return quote(pd.get_field(name).column)
+
+    table = quote(pd.db_table)
+    added = ("events", "hover_ms", "dwell_ms", "clicks")
+    return f"""
+        INSERT INTO {table} ({d("product")}, {d("day")}, {", ".join(d(c) for c in added)})
+        SELECT {e("product")}, {_utc_day(e("occurred_at"))}, COUNT(*),
+               SUM(CASE WHEN {e("hover_ms")} > %(hover_cap)s THEN %(hover_cap)s ELSE {e("hover_ms")} END),
+               SUM(CASE WHEN {e("dwell_ms")} > %(dwell_cap)s THEN %(dwell_cap)s ELSE {e("dwell_ms")} END),
+               SUM(CASE WHEN {e("clicked")} THEN 1 ELSE 0 END)
+        FROM {quote(ev.db_table)}
+        WHERE {quote(ev.pk.column)} > %(low)s AND {quote(ev.pk.column)} <= %(high)s
+        GROUP BY {e("product")}, {_utc_day(e("occurred_at"))}
+        ON CONFLICT ({d("product")}, {d("day")}) DO UPDATE SET
+            {", ".join(f"{d(c)} = {table}.{d(c)} + excluded.{d(c)}" for c in added)}
     """
 
 
