@@ -1,3 +1,5 @@
+from dataclasses import dataclass
+
 from rest_framework.permissions import BasePermission
 
 from .models import ShopApiKey
@@ -16,16 +18,28 @@ ADMIN_GROUP = "recsys-admin"
 MERCHANDISER_GROUP = "merchandiser"
 
 
+@dataclass(frozen=True)
+class Roles:
+    may_read: bool  # merchandisers and admins see the dashboard and training runs
+    may_administer: bool  # staff and recsys-admin also retrain, promote and roll back (DESIGN.md)
+
+
+def user_roles(user) -> Roles:
+    """Return what a user may do, in at most one query (their memberships of the two groups)."""
+    if not (user and user.is_authenticated):
+        return Roles(may_read=False, may_administer=False)
+    if user.is_staff:
+        return Roles(may_read=True, may_administer=True)
+    groups = set(user.groups.filter(name__in=[ADMIN_GROUP, MERCHANDISER_GROUP]).values_list("name", flat=True))
+    return Roles(may_read=bool(groups), may_administer=ADMIN_GROUP in groups)
+
+
 def user_may_administer(user) -> bool:
-    """Staff and the recsys-admin group may retrain, promote and roll back (DESIGN.md)."""
-    return bool(user and user.is_authenticated and (user.is_staff or user.groups.filter(name=ADMIN_GROUP).exists()))
+    return user_roles(user).may_administer
 
 
 def user_may_read(user) -> bool:
-    """Merchandisers read what admins see; they change nothing."""
-    return user_may_administer(user) or bool(
-        user and user.is_authenticated and user.groups.filter(name=MERCHANDISER_GROUP).exists()
-    )
+    return user_roles(user).may_read
 
 
 class IsRecsysAdmin(BasePermission):

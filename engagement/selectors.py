@@ -70,11 +70,21 @@ def popular_cache_clear() -> None:
     cache.set(_VERSION_KEY, time.time_ns(), timeout=None)
 
 
-def _ranked_cached(*, days: int | None, category: str | None) -> list[PopularProduct]:
+def popular_cache_version() -> int:
+    """Return the value popularity caches are keyed under; popular_cache_clear() changes it.
+
+    Other cached aggregates of engagement (the dashboard's rankings) key under it too,
+    so one clear retires them all.
+    """
     version = cache.get(_VERSION_KEY)
     if version is None:
         cache.add(_VERSION_KEY, time.time_ns(), timeout=None)
         version = cache.get(_VERSION_KEY)
+    return version
+
+
+def _ranked_cached(*, days: int | None, category: str | None) -> list[PopularProduct]:
+    version = popular_cache_version()
     # The category is the shop's free text: hashed, so the key is safe for any backend.
     category_key = "all" if category is None else hashlib.sha256(category.encode()).hexdigest()[:32]
     key = f"popular:{version}:{'all' if days is None else days}:{category_key}"

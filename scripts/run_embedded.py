@@ -128,6 +128,7 @@ def main() -> int:
             "\n".join(
                 [
                     "recsite is running (Ctrl-C stops it):",
+                    f"  dashboard: {base_url}/dashboard/  (log in as admin with the password printed above)",
                     f"  admin:     {base_url}/admin/",
                     f"  API docs:  {base_url}/api/docs/",
                     f"  health:    {base_url}/healthz",

@@ -2,7 +2,7 @@
 
 import os
 
-pytest_plugins = ["tests.celery_worker"]
+pytest_plugins = ["tests.celery_worker", "tests.dashboard.browser"]
 
 import pytest
 from django.conf import settings

@@ -86,6 +86,11 @@ def test_it_serves_the_site_and_stops_every_process_on_sigterm(embedded_site):
     _wait_for_health(process, base_url, output)
 
     assert requests.get(f"{base_url}/admin/login/", timeout=10).status_code == 200
+    # The dashboard's login page, with its vendored stylesheet and htmx served by whitenoise.
+    login = requests.get(f"{base_url}/accounts/login/", timeout=10)
+    assert login.status_code == 200
+    for asset in re.findall(r'(?:href|src)="(/static/[^"]+)"', login.text):
+        assert requests.get(f"{base_url}{asset}", timeout=10).status_code == 200, asset
     assert requests.get(f"{base_url}/api/docs/", timeout=10).status_code == 200
     printed = output.read_text()
     assert re.search(r"^  password: \S{12,}$", printed, re.MULTILINE), printed

@@ -1,0 +1,1 @@
+"""HTML pages (STYLE 8): function views, an access decorator first, ``request.htmx`` picks the partial."""
