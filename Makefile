@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/recsite
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
 
-.PHONY: install run test test-embedded test-postgres bench-ingest bench-recommendations constraints clean
+.PHONY: install run test test-embedded test-postgres bench-ingest bench-recommendations bench-dashboard constraints clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,10 @@ bench-ingest: install
 # GET /api/v1/recommendations/ latency (model, category, popular) under gunicorn -> bench/results/recommendations_api.json
 bench-recommendations: install
 	$(BIN)/python bench/recommendations_api.py $(BENCH_ARGS)
+
+# Server time of every dashboard page on the demo shop (SQLite) -> bench/results/dashboard_pages_sqlite.json
+bench-dashboard: install
+	env -u DATABASE_URL -u CELERY_BROKER_URL -u REDIS_URL $(BIN)/python bench/dashboard_pages.py $(BENCH_ARGS)
 
 constraints: install
 	( head -2 constraints.txt; $(BIN)/python -m pip freeze --exclude-editable | sed 's/+cpu$$//' ) > constraints.new
