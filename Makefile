@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/recsite
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
 
-.PHONY: install run test test-embedded test-postgres bench-ingest bench-recommendations bench-dashboard constraints clean
+.PHONY: install run test test-embedded test-postgres bench bench-quick bench-ingest bench-recommendations bench-dashboard constraints clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,15 @@ test-embedded: install
 test-postgres: install
 	DATABASE_URL=$(TEST_DATABASE_URL) CELERY_BROKER_URL=$(TEST_REDIS_URL) REDIS_URL=$(TEST_REDIS_URL) \
 		$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Every benchmark, one after another -> bench/results/latest.json and BENCHMARKS.md (bench/run_all.py).
+# Needs PostgreSQL, Redis, wrk (apt-get install wrk) and ../shared/datasets (or RECSITE_DATASETS).
+bench: install
+	$(BIN)/python bench/run_all.py
+
+# The same harness at smoke sizes (CI): checks it works and writes latest.json; asserts no speed.
+bench-quick: install
+	$(BIN)/python bench/run_all.py --quick
 
 # Events/s through POST /api/v1/events/ on PostgreSQL under gunicorn -> bench/results/ingest_api.json
 bench-ingest: install

@@ -88,4 +88,4 @@ def gate_decide(*, candidate: dict, popularity: dict, champion: dict | None, tol
         return GateDecision(
             True, f"NDCG@10 {ours:.4f} beats popularity ({pop:.4f}); promoted model {theirs:.4f} (tolerance {tolerance})"
         )
-    return GateDecision(True, f"NDCG@10 {ours:.4f} beats popularity ({pop:.4f}); no model was promoted")
+    return GateDecision(True, f"NDCG@10 {ours:.4f} beats popularity ({pop:.4f}); no model was serving before")
