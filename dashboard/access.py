@@ -15,7 +15,9 @@ from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import resolve_url
-from django_htmx.http import HttpResponseClientRedirect
+from django.utils.cache import patch_vary_headers
+from django.utils.http import urlencode
+from django_htmx.http import HttpResponseClientRedirect, HttpResponseClientRefresh
 
 from engagement.permissions import Roles, user_roles
 
@@ -28,7 +30,7 @@ def _login_redirect(request: HttpRequest) -> HttpResponse:
         # browser there, and back to the page it was on afterwards.
         current = request.htmx.current_url_abs_path or request.get_full_path()
         login = resolve_url(settings.LOGIN_URL)
-        return HttpResponseClientRedirect(f"{login}?next={current}")
+        return HttpResponseClientRedirect(f"{login}?{urlencode({'next': current})}")
     return redirect_to_login(request.get_full_path())
 
 
@@ -42,8 +44,17 @@ def _guard(allowed: Callable[[Roles], bool]) -> Callable[[View], View]:
             # (to show or hide the controls) without another query.
             request.roles = user_roles(request.user)
             if not allowed(request.roles):
+                if request.htmx and request.method == "GET":
+                    # A panel polling for a user whose rights were taken away would get
+                    # 403 every 2 s forever (htmx swaps no error and keeps polling):
+                    # reload the page instead, which shows the 403.
+                    return HttpResponseClientRefresh()
                 raise PermissionDenied("Your account may not do this.")
-            return view(request, *args, **kwargs)
+            response = view(request, *args, **kwargs)
+            # The same URL answers a whole page or, to htmx, a fragment: a cache (the
+            # browser's, for Back) must keep them apart.
+            patch_vary_headers(response, ("HX-Request",))
+            return response
 
         return wrapped
 

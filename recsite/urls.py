@@ -1,4 +1,5 @@
 from django.contrib import admin
+from django.contrib.auth import views as auth_views
 from django.urls import include, path
 from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
@@ -7,7 +8,10 @@ from engagement import health
 
 urlpatterns = [
     path("", RedirectView.as_view(pattern_name="dashboard:overview"), name="home"),
-    path("accounts/", include("django.contrib.auth.urls")),
+    # Only these two of django.contrib.auth.urls: password reset would send email,
+    # which this service does not do (admins reset passwords with manage.py).
+    path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
+    path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("dashboard/", include("dashboard.urls")),
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),

@@ -50,8 +50,10 @@ def _log_tail(path: Path) -> str:
 
 def worker_env(**extra: str) -> dict[str, str]:
     """The environment of a worker on the test database and this run's var folder."""
+    # Not the browser tests' async allowance: the worker must fail where production would.
+    inherited = {k: v for k, v in os.environ.items() if k != "DJANGO_ALLOW_ASYNC_UNSAFE"}
     return {
-        **os.environ,
+        **inherited,
         "DJANGO_SETTINGS_MODULE": "tests.settings",
         "RECSITE_VAR_DIR": str(settings.VAR_DIR),
         **_test_database_env(),

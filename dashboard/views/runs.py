@@ -98,6 +98,10 @@ def run_detail(request: HttpRequest, run_id: int) -> HttpResponse:
     try:
         run = run_with_version(run_id=run_id)
     except TrainingRun.DoesNotExist:
+        if request.htmx:
+            # The poll of a run deleted meanwhile: say so and stop polling (htmx swaps
+            # no 404, and would ask again every 2 s).
+            return HttpResponseStopPolling('<section id="run-live"><p class="error">This training run no longer exists.</p></section>')
         raise Http404("No such training run.") from None
     loss_chart, ndcg_chart = run_curves(run)
     context = {
@@ -160,7 +164,18 @@ def version_promote(request: HttpRequest, version_id: int) -> HttpResponse:
 @require_POST
 @admin_required
 def version_rollback(request: HttpRequest) -> HttpResponse:
+    """Roll back from the version the form showed as serving; a second submit of that form does nothing.
+
+    Without ``from_version`` two submits (a double click without JS, two tabs, two
+    admins) would roll back two versions.
+    """
     back = _back(request, reverse("dashboard:run_list"))
+    serving = serving_version()
+    expected = request.POST.get("from_version", "")
+    if not expected.isdigit() or serving is None or serving.pk != int(expected):
+        now = f"model version {serving.pk} is serving now" if serving else "no model is serving now"
+        messages.warning(request, f"Not rolled back: the page showed another serving version ({now}). Check and try again.")
+        return _go(request, back)
     try:
         version = model_version_rollback(actor=actor_of(request))
     except PromotionRefused as exc:

@@ -9,11 +9,20 @@ def backfill(apps, schema_editor):
     from engagement.scoring import EngagementWeights
     from engagement.services.folding import WATERMARK_NAME, product_day_upsert_sql
 
-    watermark = apps.get_model("engagement", "EngagementWatermark").objects.filter(name=WATERMARK_NAME).first()
+    # Locked for the migration's transaction: a fold running meanwhile waits, then adds
+    # its events to ProductDay too. (A fold by code older than this migration, still
+    # running during a deploy, would not: stop workers and beat before migrating, or run
+    # `compute_engagement --full` afterwards.)
+    watermark = (
+        apps.get_model("engagement", "EngagementWatermark")
+        .objects.select_for_update()
+        .filter(name=WATERMARK_NAME)
+        .first()
+    )
     if watermark is None or watermark.last_event_id <= 0:
         return
     weights = EngagementWeights.from_settings()
-    with schema_editor.connection.cursor() as cursor:
+    with schema_editor.connection.cursor() as cursor:  # the same database the fold's SQL is built for
         cursor.execute(
             product_day_upsert_sql(),
             {

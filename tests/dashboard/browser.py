@@ -16,12 +16,12 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 
-# Playwright's sync API runs an asyncio loop in this thread; the tests' own ORM calls
-# (seeding, checking rows) are plain synchronous code, which Django would refuse there.
-os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-
 CHROMIUM = os.environ.get("RECSITE_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
-ARTIFACTS = Path(settings.BASE_DIR) / "var" / "test-artifacts" / "screenshots"
+# One folder per database, so the PostgreSQL pass doesn't overwrite the SQLite pass's.
+ARTIFACTS = (
+    Path(settings.BASE_DIR) / "var" / "test-artifacts" / "screenshots"
+    / settings.DATABASES["default"]["ENGINE"].rsplit(".", 1)[-1]
+)
 # The flags the machine's notes give for a closed network: no background connections.
 CHROMIUM_ARGS = [
     "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
@@ -30,7 +30,7 @@ CHROMIUM_ARGS = [
 HOW_TO_INSTALL = "Install Chromium: apt-get install chromium (or set RECSITE_CHROMIUM to a Chromium binary)."
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def chromium():
     if not Path(CHROMIUM).exists():
         if os.environ.get("CI", "").lower() == "true":
@@ -38,25 +38,44 @@ def chromium():
         pytest.skip(f"No Chromium at {CHROMIUM}. {HOW_TO_INSTALL}")
     from playwright.sync_api import sync_playwright
 
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield browser
-        finally:
-            browser.close()
+    # Playwright's sync API runs an asyncio loop in this thread; the tests' own ORM calls
+    # (seeding, checking rows) are plain synchronous code, which Django would refuse
+    # there. Allowed only while the browser runs (module scope), never in other tests.
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            try:
+                yield browser
+            finally:
+                browser.close()
 
 
 @pytest.fixture
 def browser_page(chromium, request):
-    """A fresh browser context (no cookies) and page; its console errors fail the test."""
+    """A fresh browser context (no cookies) and page; its console errors fail the test.
+
+    When the test fails, what the browser showed is saved as ``FAILED-<test>.png``.
+    """
     context = chromium.new_context(viewport={"width": 1200, "height": 860})
     context.set_default_timeout(15_000)
     page = context.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
     yield page
+    report = getattr(request.node, "rep_call", None)
+    if report is not None and report.failed:
+        screenshot(page, f"FAILED-{request.node.name}")
     context.close()
     assert not errors, f"JavaScript errors on the page: {errors}"
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Keep each phase's report on the test item, so a fixture can see whether the test failed."""
+    report = yield
+    setattr(item, f"rep_{report.when}", report)
+    return report
 
 
 def screenshot(page, name: str) -> Path:

@@ -101,9 +101,14 @@ def test_search_finds_a_customer_by_id_prefix(merchandiser_web):
     assert f'href="{_detail("demo-c00042")}"' in response.text
 
 
-def test_search_lists_prefix_matches_before_ids_that_only_contain_the_query(merchandiser_web):
+def test_search_lists_prefix_matches_only_when_there_are_any(merchandiser_web):
     Customer.objects.bulk_create(Customer(external_id=i) for i in ("a-42", "42-b", "42-a", "c-7"))
-    assert _results(merchandiser_web.get(LIST, {"q": "42"}).text) == ["42-a", "42-b", "a-42"]
+    assert _results(merchandiser_web.get(LIST, {"q": "42"}).text) == ["42-a", "42-b"]
+
+
+def test_search_falls_back_to_ids_containing_the_query_when_none_starts_with_it(merchandiser_web):
+    Customer.objects.bulk_create(Customer(external_id=i) for i in ("a-42", "b-42-x", "c-7"))
+    assert _results(merchandiser_web.get(LIST, {"q": "42"}).text) == ["a-42", "b-42-x"]
 
 
 def test_search_shows_at_most_twenty_customers(merchandiser_web):

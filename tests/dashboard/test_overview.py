@@ -28,9 +28,9 @@ def test_anonymous_visitors_are_sent_to_log_in(anonymous_web):
 
 
 def test_an_htmx_request_without_a_session_redirects_the_whole_page(anonymous_web):
-    response = anonymous_web.get(URL, headers={"HX-Request": "true", "HX-Current-URL": "http://testserver/dashboard/runs/"})
+    response = anonymous_web.get(URL, headers={"HX-Request": "true", "HX-Current-URL": "http://testserver/dashboard/runs/?page=2"})
     assert response.status_code == 200
-    assert response["HX-Redirect"] == "/accounts/login/?next=/dashboard/runs/"
+    assert response["HX-Redirect"] == "/accounts/login/?next=%2Fdashboard%2Fruns%2F%3Fpage%3D2"
 
 
 def test_a_signed_in_user_outside_both_groups_is_refused(outsider_web):
@@ -79,6 +79,21 @@ def test_the_page_shows_the_serving_model_next_to_popularity_and_the_latest_run(
     assert "0.3911" in html and "0.1177" in html  # the model's NDCG@10 and popularity's
     assert "3\xa0hours" in html  # its age
     assert "Out of memory" in html  # the latest run is the failed one
+
+
+def test_a_serving_version_whose_run_was_deleted_still_shows(merchandiser_web, make_version):
+    run = TrainingRun.objects.create(triggered_by="schedule", status=TrainingRun.Status.SUCCEEDED)
+    version = make_version(customer_ids=["c1"], product_ids=["p1"], training_run=run,
+                           status=ModelVersion.Status.PROMOTED, promoted_at=timezone.now())  # fmt: skip
+    run.delete()
+
+    response = merchandiser_web.get(URL)
+
+    assert response.status_code == 200 and f'data-version="{version.pk}"' in response.text
+
+
+def test_pages_and_their_fragments_are_cached_apart(merchandiser_web):
+    assert "HX-Request" in merchandiser_web.get(URL)["Vary"]
 
 
 def test_without_a_model_the_page_says_popular_products_serve(merchandiser_web):

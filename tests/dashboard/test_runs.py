@@ -419,11 +419,26 @@ def test_an_admin_promotes_a_version_then_rolls_back(admin_web, promoted_then_ca
     assert ModelVersion.objects.get(status=ModelVersion.Status.PROMOTED).pk == second.pk
     assert ModelPromotion.objects.filter(model_version=second, actor="user:ada").exists()
 
-    rolled_back = admin_web.post(reverse("dashboard:version_rollback"), {"next": run_page}, follow=True)
+    rolled_back = admin_web.post(
+        reverse("dashboard:version_rollback"), {"next": run_page, "from_version": second.pk}, follow=True
+    )
 
     assert rolled_back.redirect_chain == [(run_page, 302)]
     assert f"Rolled back: model version {first.pk} is serving again." in rolled_back.text
     assert ModelVersion.objects.get(status=ModelVersion.Status.PROMOTED).pk == first.pk
+
+
+def test_a_second_submit_of_the_same_rollback_form_rolls_back_nothing_more(admin_web, make_version):
+    versions = [make_version(customer_ids=CUSTOMERS, product_ids=PRODUCTS, seed=i) for i in range(3)]
+    for version in versions:
+        model_version_promote(version_id=version.pk, actor="user:ada")
+    form = {"from_version": versions[2].pk}
+
+    admin_web.post(reverse("dashboard:version_rollback"), form)
+    again = admin_web.post(reverse("dashboard:version_rollback"), form, follow=True)
+
+    assert ModelVersion.objects.get(status=ModelVersion.Status.PROMOTED).pk == versions[1].pk
+    assert f"Not rolled back: the page showed another serving version (model version {versions[1].pk}" in again.text
 
 
 def test_a_refused_promotion_is_shown_as_an_error_message(admin_web, promoted_then_candidate):
@@ -440,10 +455,22 @@ def test_a_rollback_with_nothing_before_is_shown_as_an_error_message(admin_web, 
     only = make_version(customer_ids=CUSTOMERS, product_ids=PRODUCTS)
     model_version_promote(version_id=only.pk, actor="user:ada")
 
-    response = admin_web.post(reverse("dashboard:version_rollback"), follow=True)
+    response = admin_web.post(reverse("dashboard:version_rollback"), {"from_version": only.pk}, follow=True)
 
     assert response.redirect_chain == [(reverse("dashboard:run_list"), 302)]
     assert "Not rolled back: Model version" in response.text and "nothing served before it" in response.text
+
+
+def test_the_poll_of_a_run_that_no_longer_exists_stops(merchandiser_web):
+    response = merchandiser_web.get(reverse("dashboard:run_detail", args=[999_999]), headers=HTMX)
+
+    assert response.status_code == 286 and "no longer exists" in response.text
+
+
+def test_a_poll_for_a_user_who_lost_the_right_reloads_the_page(outsider_web):
+    response = outsider_web.get(reverse("dashboard:run_detail", args=[1]), headers=HTMX)
+
+    assert response.status_code == 200 and response["HX-Refresh"] == "true"
 
 
 def test_a_rollback_never_redirects_off_site(admin_web):
@@ -475,9 +502,9 @@ def test_the_list_takes_a_fixed_number_of_queries(who, admin_web, merchandiser_w
     _many_runs(12)
     web = admin_web if who == "admin" else merchandiser_web
 
-    # session, user, 3 role checks (may read: admin? merchandiser?; may act), count,
-    # the page (runs joined to their versions), the run in flight, the serving version
-    with django_assert_max_num_queries(9):
+    # session, user, roles, count, the page (runs joined to their versions), the run in
+    # flight, the serving version
+    with django_assert_max_num_queries(7):
         response = web.get(reverse("dashboard:run_list"))
 
     assert response.status_code == 200 and response.text.count("data-run=") == 13
@@ -490,8 +517,8 @@ def test_the_run_page_and_its_poll_take_a_fixed_number_of_queries(
     _many_runs(12)
     run = TrainingRun.objects.get(status=TrainingRun.Status.RUNNING)
 
-    # session, user, 3 role checks, the run joined to its version, the serving version
-    with django_assert_max_num_queries(7):
+    # session, user, roles, the run joined to its version, the serving version
+    with django_assert_max_num_queries(5):
         response = merchandiser_web.get(reverse("dashboard:run_detail", args=[run.pk]), headers=HTMX if htmx else {})
 
     assert response.status_code == 200
