@@ -26,6 +26,10 @@ from engagement.scoring import MAX_DECAY_HALF_LIVES, MAX_EXPONENT, SUM_FLOOR, En
 from .events import INGEST_ADVISORY_LOCK
 
 WATERMARK_NAME = "engagement"
+# PostgreSQL's work_mem while folding (one fold runs at a time: the watermark lock). At
+# the default 4MB a fold of 1,000,000 events read them in customer order through an index
+# (random heap reads) to avoid a sort, and ProductDay's hash aggregate spilled to disk.
+FOLD_WORK_MEM = "64MB"
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,8 +66,13 @@ def engagement_fold(*, full: bool = False) -> FoldResult:
         pairs_touched = 0
         if events_folded:
             with connection.cursor() as cursor:
+                if connection.vendor == "postgresql":
+                    # LOCAL: for this transaction only, never the pooled connection's later queries.
+                    cursor.execute(f"SET LOCAL work_mem = '{FOLD_WORK_MEM}'")
                 params = _params(weights, low=low, high=high)
-                cursor.execute(_upsert_sql(), params)
+                # Read under the watermark lock: no other fold can fill Engagement meanwhile.
+                into_empty = not Engagement.objects.exists()
+                cursor.execute(_upsert_sql(into_empty=into_empty), params)
                 pairs_touched = cursor.rowcount
                 # The per-day rollup from the same events, in the same transaction.
                 cursor.execute(product_day_upsert_sql(), params)
@@ -101,6 +110,19 @@ def _epoch_seconds(sql: str) -> str:
     raise NotImplementedError(f"engagement_fold does not support {connection.vendor}.")
 
 
+def _fence() -> str:
+    """Return the clause that keeps a subquery from being merged into the query that reads it.
+
+    Merged, each reference to a column the subquery computes is computed again (neither
+    database eliminates common subexpressions): the decay weights and the merged sums are
+    referenced several times each, and a fold of 1,000,000 events spent ~3 s of its ~17 s
+    of PostgreSQL CPU recomputing them (bench/fold.py).
+    """
+    if connection.vendor == "postgresql":
+        return "OFFSET 0"
+    return "LIMIT -1 OFFSET 0"  # SQLite allows OFFSET only after a LIMIT; -1 is none
+
+
 def _float(name: str) -> str:
     # A cast, so PostgreSQL computes in double precision like Python, never in numeric.
     return f"CAST(%({name})s AS double precision)"
@@ -134,13 +156,18 @@ def _score(hover: str, dwell: str, clicks: str) -> str:
     return f"ROUND(CAST({raw} AS numeric), 3)"
 
 
-def _upsert_sql() -> str:
+def _upsert_sql(*, into_empty: bool = False) -> str:
     """Build the one statement that folds events (low, high] into Engagement.
 
-    Steps as CTEs, so each expression is written once: per event (clipped signals, age
-    against the pair's last event in the batch), its weight, per pair sums, then the
-    merge with the stored row (LEFT JOIN: only the fold writes Engagement, and folds are
+    Steps as CTEs, so each expression is written once: per event (clipped signals, its
+    weight against the pair's last event in the batch), per pair sums, then the merge
+    with the stored row (LEFT JOIN: only the fold writes Engagement, and folds are
     serialised by the watermark lock), and the score. ON CONFLICT only copies the result.
+
+    ``into_empty``: Engagement has no rows (the first fold, a full rebuild), so there is
+    nothing to merge with: no join, no merge and a plain INSERT, which a stored row would
+    make fail rather than be overwritten. The numbers are the same as the merge's with no
+    stored row (weights 1, stored sums 0).
     """
     quote = connection.ops.quote_name
     ev, en = InteractionEvent._meta, Engagement._meta
@@ -153,12 +180,46 @@ def _upsert_sql() -> str:
 
     events, table = quote(ev.db_table), quote(en.db_table)
     event_pk = quote(ev.pk.column)
+    fence = _fence()
     occurred_at = _epoch_seconds(e("occurred_at"))
     stored_last = f"s.{g('last_event_at')}"
 
     sums = ("hover_decayed", "dwell_decayed", "clicks_decayed")
     totals = ("hover_ms_total", "dwell_ms_total", "clicks", "event_count")
     columns = ("customer", "product", *totals, "last_event_at", *sums, "score", "updated_at")
+    if into_empty:
+        merge = f"""merged AS (
+            SELECT customer_id, product_id, {", ".join(totals)}, last_event_at,
+                   {", ".join(f"{_floor_sum(n)} AS {n}" for n in sums)}
+            FROM batch {fence}
+        )"""
+        on_conflict = ""
+    else:
+        merge = f"""joined AS (
+            SELECT b.*,
+                   {", ".join(f"s.{g(n)} AS stored_{n}" for n in (*totals, *sums))},
+                   {stored_last} AS stored_last_event_at,
+                   {_epoch_seconds("b.last_event_at")} - {_epoch_seconds(stored_last)} AS gap_s
+            FROM batch AS b
+            LEFT JOIN {table} AS s
+              ON s.{g("customer")} = b.customer_id AND s.{g("product")} = b.product_id
+            {fence}
+        ), aligned AS (
+            -- Decay the older side to the later of the two anchors (gap_s NULL: no stored row).
+            SELECT joined.*,
+                   {_decay("CASE WHEN gap_s > 0 THEN gap_s ELSE 0 END")} AS stored_w,
+                   {_decay("CASE WHEN gap_s < 0 THEN -gap_s ELSE 0 END")} AS batch_w
+            FROM joined {fence}
+        ), merged AS (
+            SELECT customer_id, product_id,
+                   {", ".join(f"COALESCE(stored_{n}, 0) + {n} AS {n}" for n in totals)},
+                   CASE WHEN stored_last_event_at > last_event_at THEN stored_last_event_at
+                        ELSE last_event_at END AS last_event_at,
+                   {", ".join(f"{_merge_sum(n)} AS {n}" for n in sums)}
+            FROM aligned {fence}
+        )"""
+        on_conflict = f"""ON CONFLICT ({g("customer")}, {g("product")}) DO UPDATE SET
+            {", ".join(f"{g(c)} = excluded.{g(c)}" for c in columns[2:])}"""
     # INSERT first, WITH inside: Python's sqlite3 reports rowcount only for statements
     # that start with INSERT. WHERE true: SQLite needs it to parse ON CONFLICT after a SELECT.
     return f"""
@@ -169,11 +230,12 @@ def _upsert_sql() -> str:
                    CASE WHEN {e("hover_ms")} > %(hover_cap)s THEN %(hover_cap)s ELSE {e("hover_ms")} END AS hover_ms,
                    CASE WHEN {e("dwell_ms")} > %(dwell_cap)s THEN %(dwell_cap)s ELSE {e("dwell_ms")} END AS dwell_ms,
                    CASE WHEN {e("clicked")} THEN 1 ELSE 0 END AS clicked,
-                   MAX({occurred_at}) OVER (PARTITION BY {e("customer")}, {e("product")}) - {occurred_at} AS age_s
+                   -- The weight here, not in a later step, where each use would recompute it.
+                   -- The MAX appears twice in it; PostgreSQL computes equal window functions once.
+                   {_decay(f"MAX({occurred_at}) OVER pair - {occurred_at}")} AS w
             FROM {events}
             WHERE {event_pk} > %(low)s AND {event_pk} <= %(high)s
-        ), weighted AS (
-            SELECT new_event.*, {_decay("age_s")} AS w FROM new_event
+            WINDOW pair AS (PARTITION BY {e("customer")}, {e("product")})
         ), batch AS (
             SELECT customer_id, product_id,
                    SUM(hover_ms) AS hover_ms_total, SUM(dwell_ms) AS dwell_ms_total,
@@ -182,36 +244,14 @@ def _upsert_sql() -> str:
                    SUM(CAST(hover_ms AS double precision) / {_float("hover_cap_f")} * w) AS hover_decayed,
                    SUM(CAST(dwell_ms AS double precision) / {_float("dwell_cap_f")} * w) AS dwell_decayed,
                    SUM(clicked * w) AS clicks_decayed
-            FROM weighted
+            FROM new_event
             GROUP BY customer_id, product_id
-        ), joined AS (
-            SELECT b.*,
-                   {", ".join(f"s.{g(n)} AS stored_{n}" for n in (*totals, *sums))},
-                   {stored_last} AS stored_last_event_at,
-                   {_epoch_seconds("b.last_event_at")} - {_epoch_seconds(stored_last)} AS gap_s
-            FROM batch AS b
-            LEFT JOIN {table} AS s
-              ON s.{g("customer")} = b.customer_id AND s.{g("product")} = b.product_id
-        ), aligned AS (
-            -- Decay the older side to the later of the two anchors (gap_s NULL: no stored row).
-            SELECT joined.*,
-                   {_decay("CASE WHEN gap_s > 0 THEN gap_s ELSE 0 END")} AS stored_w,
-                   {_decay("CASE WHEN gap_s < 0 THEN -gap_s ELSE 0 END")} AS batch_w
-            FROM joined
-        ), merged AS (
-            SELECT customer_id, product_id,
-                   {", ".join(f"COALESCE(stored_{n}, 0) + {n} AS {n}" for n in totals)},
-                   CASE WHEN stored_last_event_at > last_event_at THEN stored_last_event_at
-                        ELSE last_event_at END AS last_event_at,
-                   {", ".join(f"{_merge_sum(n)} AS {n}" for n in sums)}
-            FROM aligned
-        )
+        ), {merge}
         SELECT customer_id, product_id, {", ".join(totals)}, last_event_at, {", ".join(sums)},
                {_score(*sums)}, %(now)s
         FROM merged
         WHERE true
-        ON CONFLICT ({g("customer")}, {g("product")}) DO UPDATE SET
-            {", ".join(f"{g(c)} = excluded.{g(c)}" for c in columns[2:])}
+        {on_conflict}
     """
 
 

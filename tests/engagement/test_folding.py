@@ -12,11 +12,13 @@ from io import StringIO
 import pytest
 from django.core.management import call_command
 from django.db import connection, connections, transaction
+from django.test.utils import CaptureQueriesContext
 
 from engagement.models import Engagement, EngagementWatermark, InteractionEvent
 from engagement.scoring import EngagementWeights, EventSignals, engagement_summarize
 from engagement.services import EventIn, engagement_fold, events_ingest
 from engagement.services.events import INGEST_ADVISORY_LOCK
+from engagement.services.folding import FOLD_WORK_MEM
 from tests.conftest import ON_POSTGRES
 
 NOW = datetime(2025, 6, 1, 12, 0, tzinfo=dt_timezone.utc)
@@ -156,6 +158,37 @@ def test_it_survives_gaps_of_centuries_and_thousands_of_events_without_underflow
 
     assert_same(stored(), reference())
     assert stored()["c", "p"]["score"] == Decimal("1.000")
+
+
+def test_it_stores_the_same_rows_into_an_empty_table_as_through_the_merge(db):
+    rng = random.Random(10)
+    events_ingest(events=make_events(rng, 1, customers=1, products=1))
+    engagement_fold()  # into an empty table: a plain insert
+    events_ingest(events=make_events(rng, 200))
+    engagement_fold()  # a row is stored now: every pair goes through the merge, most with no stored row
+    merged = stored()
+
+    engagement_fold(full=True)  # all of it again, into an emptied table
+
+    assert_same(stored(), merged)
+    assert_same(merged, reference())
+
+
+@pytest.mark.skipif(not ON_POSTGRES, reason="work_mem is a PostgreSQL setting")
+def test_it_raises_work_mem_for_its_own_transaction_only(transactional_db):
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW work_mem")
+        before = cursor.fetchone()[0]
+    events_ingest(events=make_events(random.Random(11), 20))
+
+    with CaptureQueriesContext(connection) as queries:
+        engagement_fold()
+
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW work_mem")
+        after = cursor.fetchone()[0]
+    assert f"SET LOCAL work_mem = '{FOLD_WORK_MEM}'" in [q["sql"] for q in queries.captured_queries]
+    assert after == before != FOLD_WORK_MEM
 
 
 def test_it_reports_what_the_command_did(db):
