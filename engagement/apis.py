@@ -103,6 +103,19 @@ class EventInputSerializer(serializers.Serializer):
         return value
 
 
+class DetailSerializer(serializers.Serializer):
+    detail = serializers.CharField(help_text="What is wrong, in words.")
+
+
+def _detail_response(description: str) -> OpenApiResponse:
+    return OpenApiResponse(DetailSerializer, description=description)
+
+
+class ConflictSerializer(serializers.Serializer):
+    index = serializers.IntegerField(help_text="Position of the event in the request.")
+    event_id = serializers.UUIDField(help_text="Stored before with another payload; that first version is kept.")
+
+
 class EventIngestApi(APIView):
     """Store a batch of engagement events; each ``event_id`` is stored once."""
 
@@ -122,30 +135,62 @@ class EventIngestApi(APIView):
     @extend_schema_serializer(component_name="EventBatchResult")
     class OutputSerializer(serializers.Serializer):
         accepted = serializers.IntegerField(help_text="Events stored by this request.")
-        duplicates = serializers.IntegerField(help_text="Events whose event_id was already stored.")
+        duplicates = serializers.IntegerField(
+            help_text="Events whose event_id was already stored (or came earlier in the batch); conflicts included."
+        )
+        conflicts = ConflictSerializer(
+            many=True,
+            help_text="The duplicates whose payload differs from the stored version (same event_id, another "
+            "customer, product, signal or occurred_at): nothing changed, the first version is kept.",
+        )
         rejected = RejectedSerializer(many=True)
 
     @extend_schema(
         request=BatchDocSerializer,
-        responses={200: OutputSerializer, 400: OutputSerializer},
+        responses={
+            200: OutputSerializer,
+            400: OpenApiResponse(
+                OutputSerializer,
+                description="Every event invalid: this body, each one in `rejected`. A body that is not a batch "
+                "gets `{\"detail\"}` or field name -> messages instead.",
+            ),
+            411: _detail_response("A chunked body without Content-Length: it is not read."),
+            413: _detail_response("The body is over 1 MB."),
+            503: _detail_response("The database is unavailable: resend the same batch after `Retry-After` seconds."),
+        },
         summary="Send up to 1000 events",
         description=(
             "Valid events are stored even when others in the batch are rejected; rejected ones "
-            "come back with their index. 400 when the body is not an object with an `events` "
-            "list of at most 1000, or when every event is invalid; 413 when the body is over 1 MB."
+            "come back with their index. A resent `event_id` is a duplicate and changes nothing; "
+            "one resent with another payload is also listed in `conflicts`. 400 when the body is "
+            "not an object with an `events` list of at most 1000, or when every event is invalid; "
+            "413 when the body is over 1 MB; nothing is stored for either. 503 with `Retry-After` "
+            "when the database is unavailable: resend the same batch (event ids make that safe)."
         ),
     )
     def post(self, request):
+        # Django reads a body only up to its Content-Length (WSGI), so a chunked one reads
+        # as empty and would be answered "events: required": say what is wrong instead.
+        meta = request.META
+        if not meta.get("CONTENT_LENGTH") and "chunked" in meta.get("HTTP_TRANSFER_ENCODING", "").lower():
+            return Response({"detail": "Send the body with a Content-Length; chunked bodies are not read."}, status=411)
         batch = self.BatchInputSerializer(data=request.data)
         batch.is_valid(raise_exception=True)
         items = batch.validated_data["events"]
         valid, rejected = validate_each(EventInputSerializer(), items)
-        now = timezone.now()
-        result = events_ingest(
-            events=[EventIn(**{"occurred_at": now, **data}) for data in valid],
-        )
+        rejected_indices = {r["index"] for r in rejected}
+        valid_indices = [i for i in range(len(items)) if i not in rejected_indices]  # valid keeps the order
+        # No occurred_at: the service stamps it when the event is received.
+        events = [EventIn(**{"occurred_at": None, **data}) for data in valid]
+        result = events_ingest(events=events)
+        conflicts = [{"index": valid_indices[p], "event_id": events[p].event_id} for p in result.conflicts]
         body = self.OutputSerializer(
-            {"accepted": result.accepted, "duplicates": result.duplicates, "rejected": rejected}
+            {
+                "accepted": result.accepted,
+                "duplicates": result.duplicates,
+                "conflicts": conflicts,
+                "rejected": rejected,
+            }
         ).data
         all_rejected = bool(items) and not valid
         return Response(body, status=status.HTTP_400_BAD_REQUEST if all_rejected else status.HTTP_200_OK)

@@ -1,4 +1,4 @@
-"""API errors: DRF's own, plus 413 for an oversize body and 503 for a database outage."""
+"""API errors: DRF's own, plus 400 for JSON nested too deeply, 413 for an oversize body, 503 for a database outage."""
 
 import logging
 
@@ -21,8 +21,15 @@ def api_exception_handler(exc, context):
     if isinstance(exc, RequestDataTooBig):
         limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
         return Response({"detail": f"Request body is over {limit} bytes."}, status=413)
-    # The database is down or unreachable: nothing was stored, so the client should
-    # retry the same batch (event ids make the retry safe).
+    # JSON nested deeper than the decoder's recursion limit ("[[[[...]]]]", a few
+    # hundred kB): the JSON parser lets RecursionError through, and it is the client's
+    # input that is wrong, not the server.
+    if isinstance(exc, RecursionError):
+        logger.warning("request body nested too deeply: %s", exc)
+        return Response({"detail": "JSON parse error: the body is nested too deeply."}, status=400)
+    # The database is down or unreachable (refused, reset mid-request, or the commit's
+    # answer lost): the transaction rolled back, or committed and the answer was lost,
+    # and either way the client should resend the same batch (event ids make it safe).
     if isinstance(exc, (OperationalError, InterfaceError)):
         logger.warning("database unavailable: %s", exc)
         return Response(

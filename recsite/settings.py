@@ -184,7 +184,7 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = env_str("REDIS_URL")
 if REDIS_URL:
-    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
+    CACHES = {"default": {"BACKEND": "recsite.cache.DegradingRedisCache", "LOCATION": REDIS_URL}}  # Redis down: a miss
 else:
     CACHES = {
         "default": {
@@ -419,6 +419,26 @@ RECSITE_TRAINING = {
     # on the same cores, measured 20x slower (oversubscription), not faster.
     "SERVING_TORCH_THREADS": env_int("RECSITE_SERVING_TORCH_THREADS", 1),
 }
+
+# Precomputed recommendations (docs/precompute.md): after each promotion or rollback,
+# workers write every model customer's top RECSITE_PRECOMPUTE_K into the cache, and the
+# API answers a plain request (no category, seen products left out, k <= that) from
+# there. On by default only with Redis: the embedded file cache keeps 300 entries
+# (OPTIONS MAX_ENTRIES) and reads a file per request, so it would not pay there.
+RECSITE_PRECOMPUTE = env_bool("RECSITE_PRECOMPUTE", bool(REDIS_URL))
+RECSITE_PRECOMPUTE_K = env_int("RECSITE_PRECOMPUTE_K", 20)
+if not 1 <= RECSITE_PRECOMPUTE_K <= 100:  # 100: the API's largest k (training.serving.MAX_K)
+    raise ImproperlyConfigured(f"RECSITE_PRECOMPUTE_K must be 1 to 100, got {RECSITE_PRECOMPUTE_K}.")
+# Customers per chunk task: one cache round trip and one engagement query each.
+RECSITE_PRECOMPUTE_CHUNK = env_int("RECSITE_PRECOMPUTE_CHUNK", 2000)
+if RECSITE_PRECOMPUTE_CHUNK < 1:
+    raise ImproperlyConfigured(f"RECSITE_PRECOMPUTE_CHUNK must be at least 1, got {RECSITE_PRECOMPUTE_CHUNK}.")
+# Only customers with engagement in the last N days (0: every customer the model knows).
+RECSITE_PRECOMPUTE_ACTIVE_DAYS = env_float("RECSITE_PRECOMPUTE_ACTIVE_DAYS", 0.0)
+# Lists outlive their version by at most this (the next promotion writes new keys).
+RECSITE_PRECOMPUTE_TTL_SECONDS = env_int("RECSITE_PRECOMPUTE_TTL_SECONDS", 3 * 24 * 3600)
+# Torch threads of a chunk task: one per worker process, so N workers use N cores.
+RECSITE_PRECOMPUTE_TORCH_THREADS = env_int("RECSITE_PRECOMPUTE_TORCH_THREADS", 1)
 
 LOGGING = {
     "version": 1,

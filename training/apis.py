@@ -27,6 +27,7 @@ from .services import (
     training_run_cancel,
     training_run_start,
 )
+from .recommendation_cache import recommendations_cached
 from .serving import MAX_K, recommendations_for
 
 
@@ -74,7 +75,10 @@ class RecommendationListApi(APIView):
     def get(self, request, customer: str):
         params = self.InputSerializer(data=request.query_params)
         params.is_valid(raise_exception=True)
-        result = recommendations_for(customer=customer, **params.validated_data)
+        # The precomputed list when there is a fresh one for this request (docs/precompute.md).
+        result = recommendations_cached(customer=customer, **params.validated_data)
+        if result is None:
+            result = recommendations_for(customer=customer, **params.validated_data)
         return Response(RecommendationsOutputSerializer(result).data)
 
 

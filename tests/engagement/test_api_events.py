@@ -2,7 +2,7 @@
 
 import json
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 from unittest import mock
 
 import pytest
@@ -38,21 +38,20 @@ def test_it_stores_a_valid_batch_and_reports_the_counts(shop_client):
     response = post(shop_client, events)
 
     assert response.status_code == 200, response.content
-    assert response.json() == {"accepted": 10, "duplicates": 0, "rejected": []}
+    assert response.json() == {"accepted": 10, "duplicates": 0, "conflicts": [], "rejected": []}
     stored = InteractionEvent.objects.get(event_id=events[0]["event_id"])
     assert (stored.hover_ms, stored.dwell_ms, stored.clicked) == (1200, 45000, True)
     assert stored.customer.external_id == "c-0" and stored.product.external_id == "p-0"
 
 
-def test_it_counts_a_resent_event_once_and_keeps_the_first_version(shop_client):
+def test_it_counts_a_resent_event_once(shop_client):
     event = make_event(dwell_ms=1000)
     post(shop_client, [event])
 
-    response = post(shop_client, [{**event, "dwell_ms": 999_999}])
+    response = post(shop_client, [event])
 
-    assert response.json() == {"accepted": 0, "duplicates": 1, "rejected": []}
+    assert response.json() == {"accepted": 0, "duplicates": 1, "conflicts": [], "rejected": []}
     assert InteractionEvent.objects.count() == 1
-    assert InteractionEvent.objects.get().dwell_ms == 1000
 
 
 def test_it_counts_an_event_id_repeated_within_one_batch_as_a_duplicate(shop_client):
@@ -60,8 +59,80 @@ def test_it_counts_an_event_id_repeated_within_one_batch_as_a_duplicate(shop_cli
 
     response = post(shop_client, [event, event, make_event()])
 
-    assert response.json() == {"accepted": 2, "duplicates": 1, "rejected": []}
+    assert response.json() == {"accepted": 2, "duplicates": 1, "conflicts": [], "rejected": []}
     assert InteractionEvent.objects.count() == 2
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"dwell_ms": 999_999},
+        {"hover_ms": 0},
+        {"clicked": False},
+        {"customer": "c-other"},
+        {"product": "p-other"},
+        {"occurred_at": (timezone.now() - timedelta(hours=1)).isoformat()},
+    ],
+)
+def test_it_reports_an_event_id_resent_with_another_payload_as_a_conflict_and_keeps_the_first_version(
+    shop_client, change
+):
+    first = make_event(dwell_ms=1000)
+    post(shop_client, [first])
+    other = make_event()
+
+    response = post(shop_client, [other, {**first, **change}])
+
+    assert response.status_code == 200
+    assert response.json() == {
+        "accepted": 1, "duplicates": 1, "conflicts": [{"index": 1, "event_id": first["event_id"]}], "rejected": [],
+    }  # fmt: skip
+    stored = InteractionEvent.objects.get(event_id=first["event_id"])
+    assert (stored.customer.external_id, stored.product.external_id) == ("c-1", "p-1")
+    assert (stored.hover_ms, stored.dwell_ms, stored.clicked) == (1200, 1000, True)
+    assert stored.occurred_at == datetime.fromisoformat(first["occurred_at"])
+
+
+def test_it_reports_a_conflict_within_one_batch_by_the_index_of_the_later_copy(shop_client):
+    event = make_event(dwell_ms=1000)
+
+    response = post(shop_client, [event, make_event(hover_ms=-1), {**event, "dwell_ms": 5}])
+
+    body = response.json()
+    assert (body["accepted"], body["duplicates"]) == (1, 1)
+    assert body["conflicts"] == [{"index": 2, "event_id": event["event_id"]}]
+    assert [r["index"] for r in body["rejected"]] == [1]
+    assert InteractionEvent.objects.get().dwell_ms == 1000
+
+
+def test_it_does_not_call_a_resent_event_without_occurred_at_a_conflict(shop_client):
+    event = make_event()
+    del event["occurred_at"]
+    post(shop_client, [event])
+
+    response = post(shop_client, [event])
+
+    assert response.json()["conflicts"] == []
+
+
+def test_it_logs_each_batch_with_conflicts_for_the_shop_to_find_its_id_bug(shop_client, caplog):
+    event = make_event()
+    post(shop_client, [event])
+
+    with caplog.at_level("WARNING", logger="engagement.services.events"):
+        post(shop_client, [{**event, "clicked": False}])
+
+    [record] = [r for r in caplog.records if r.name == "engagement.services.events"]
+    assert "1 conflicting duplicate" in record.getMessage() and event["event_id"] in record.getMessage()
+
+
+def test_the_schema_describes_conflicts(client):
+    schema = client.get("/api/schema/?format=json").json()
+
+    result = schema["components"]["schemas"]["EventBatchResult"]
+    assert "conflicts" in result["required"]
+    conflict = schema["components"]["schemas"]["Conflict"]
+    assert set(conflict["properties"]) == {"index", "event_id"}
 
 
 def test_it_stores_the_valid_events_of_a_mixed_batch_and_rejects_the_rest_by_index(shop_client):
@@ -237,3 +308,21 @@ def test_it_ignores_fields_the_contract_does_not_name(shop_client):
     response = post(shop_client, [event])
 
     assert response.json()["accepted"] == 1
+
+
+def test_it_answers_400_for_json_nested_too_deeply_to_parse(shop_client):
+    body = b'{"events": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+
+    response = shop_client.generic("POST", URL, body, content_type="application/json")
+
+    assert response.status_code == 400
+    assert "nested too deeply" in response.json()["detail"]
+
+
+def test_it_answers_411_for_a_chunked_body_it_cannot_read(shop_client):
+    response = shop_client.generic(
+        "POST", URL, b"", content_type="application/json", HTTP_TRANSFER_ENCODING="chunked"
+    )
+
+    assert response.status_code == 411
+    assert InteractionEvent.objects.count() == 0

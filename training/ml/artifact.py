@@ -3,6 +3,11 @@
 The file holds only tensors and plain Python values, so ``torch.load(weights_only=True)``
 can read it without running pickled code. Writes are atomic (temp file, fsync, rename),
 and a load checks the sha256 recorded on the ``ModelVersion`` row before unpickling.
+
+A load maps the tensors from the file rather than copying them (``mmap=True``): a
+serving process holds only the pages it reads, and every process serving the version
+shares them through the page cache. A million customers' embeddings are 128 MB, of
+which a request reads one row (bench/serving_memory.py measures a worker).
 """
 
 from __future__ import annotations
@@ -11,19 +16,25 @@ import hashlib
 import io
 import math
 import os
+import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import torch
+from torch.overrides import TorchFunctionMode
 
 from training.ml.model import RecommenderConfig, RecommenderNN
 from training.ml.scoring import CatalogScorer
 
-FORMAT = "recsite.recommender/1"
+# /2 keeps the customer ids as one tensor of UTF-8 bytes (a list of a million strings
+# costs ~90 MB to unpickle, and the unpickler's memo as much again while it runs); /1,
+# a list, is still read.
+FORMAT = "recsite.recommender/2"
+READABLE_FORMATS = frozenset({"recsite.recommender/1", FORMAT})
 KEYS = frozenset(
     {"format", "config", "state_dict", "prior", "customer_ids", "product_ids", "channel_weights", "metrics", "extra"}
 )
@@ -41,7 +52,7 @@ class LoadedModel:
     model: RecommenderNN
     config: RecommenderConfig
     scorer: CatalogScorer
-    customer_index: dict[str, int]
+    customer_index: IdIndex  # a read-only Mapping[str, int], compact for millions of customers
     product_ids: list[str]
     product_index: dict[str, int]
     prior: np.ndarray
@@ -77,6 +88,7 @@ def save_artifact(
         )
     if prior.shape != (config.num_products,):
         raise ValueError(f"prior must have shape ({config.num_products},), got {prior.shape}.")
+    joined_customer_ids = np.frombuffer(_joined([str(i) for i in customer_ids]), dtype=np.uint8)
     payload = {
         "format": FORMAT,
         "config": config.to_dict(),
@@ -84,7 +96,7 @@ def save_artifact(
             name: value.detach().to("cpu").contiguous().clone() for name, value in model.state_dict().items()
         },
         "prior": torch.from_numpy(prior.copy()),
-        "customer_ids": [str(i) for i in customer_ids],
+        "customer_ids": torch.from_numpy(joined_customer_ids.copy()),
         "product_ids": [str(i) for i in product_ids],
         "channel_weights": [float(w) for w in channel_weights],
         "metrics": _plain(metrics, "metrics"),
@@ -113,11 +125,8 @@ def save_artifact(
 
 def file_sha256(path: Path) -> str:
     """Return the sha256 hex of a file, read in chunks."""
-    digest = hashlib.sha256()
     with open(path, "rb") as handle:
-        while chunk := handle.read(_READ_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return _sha256_of(handle)
 
 
 def load_artifact(path: Path, *, sha256: str) -> LoadedModel:
@@ -127,16 +136,21 @@ def load_artifact(path: Path, *, sha256: str) -> LoadedModel:
     """
     path = Path(path)
     try:
-        data = path.read_bytes()  # read once: the bytes checked are the bytes loaded
+        handle = open(path, "rb")  # noqa: SIM115 (held open until the tensors are mapped)
     except OSError as exc:
         raise ArtifactError(f"cannot read artifact {path}: {exc}") from exc
-    actual = hashlib.sha256(data).hexdigest()
-    if actual != sha256.strip().lower():
-        raise ArtifactError(f"checksum mismatch for {path}: expected {sha256}, file has {actual}.")
-    try:
-        payload = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises UnpicklingError, RuntimeError, EOFError... for bad files
-        raise ArtifactError(f"{path} is not a loadable model artifact: {exc}") from exc
+    with handle:
+        # Checked and mapped through the same open file: a file renamed over this path in
+        # between is not the one loaded. An artifact is never rewritten in place (save_artifact
+        # writes a new file and renames it), so the pages mapped are the bytes checked.
+        actual = _sha256_of(handle)
+        if actual != sha256.strip().lower():
+            raise ArtifactError(f"checksum mismatch for {path}: expected {sha256}, file has {actual}.")
+        same_file = f"/proc/self/fd/{handle.fileno()}" if sys.platform == "linux" else path
+        try:
+            payload = torch.load(same_file, map_location="cpu", weights_only=True, mmap=True)
+        except Exception as exc:  # torch raises UnpicklingError, RuntimeError, EOFError... for bad files
+            raise ArtifactError(f"{path} is not a loadable model artifact: {exc}") from exc
     try:
         return _build(payload, sha256=actual)
     except ArtifactError:
@@ -145,28 +159,35 @@ def load_artifact(path: Path, *, sha256: str) -> LoadedModel:
         raise ArtifactError(f"{path} is not a valid {FORMAT} artifact: {exc}") from exc
 
 
+def _sha256_of(handle: BinaryIO) -> str:
+    digest = hashlib.sha256()
+    while chunk := handle.read(_READ_CHUNK):
+        digest.update(chunk)
+    return digest.hexdigest()
+
+
 def _build(payload: Any, *, sha256: str) -> LoadedModel:
     """Validate an unpickled payload and turn it into a LoadedModel."""
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+    if not isinstance(payload, dict) or payload.get("format") not in READABLE_FORMATS:
         found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
         raise ArtifactError(f"not a {FORMAT} artifact (format: {found!r}).")
     if set(payload) != KEYS:
         raise ArtifactError(f"artifact keys {sorted(payload)} differ from {sorted(KEYS)}.")
     config = RecommenderConfig.from_dict(payload["config"])
-    model = RecommenderNN(config)
-    model.load_state_dict(payload["state_dict"], strict=True)
+    with _WeightsLeftUninitialised():  # the loaded tensors become the parameters (assign): no copy
+        model = RecommenderNN(config)
+    model.load_state_dict(payload["state_dict"], strict=True, assign=True)
     model.eval()
     prior_tensor = payload["prior"]
     if not isinstance(prior_tensor, torch.Tensor):
         raise ArtifactError("prior is not a tensor.")
     prior = prior_tensor.to(torch.float32).numpy()
-    customer_ids, product_ids = payload["customer_ids"], payload["product_ids"]
-    for name, ids, size in (
-        ("customer_ids", customer_ids, config.num_customers),
-        ("product_ids", product_ids, config.num_products),
+    product_ids = payload["product_ids"]
+    if not isinstance(product_ids, list) or len(product_ids) != config.num_products or not all(
+        isinstance(i, str) for i in product_ids
     ):
-        if not isinstance(ids, list) or len(ids) != size or not all(isinstance(i, str) for i in ids):
-            raise ArtifactError(f"{name} must be a list of {size} strings.")
+        raise ArtifactError(f"product_ids must be a list of {config.num_products} strings.")
+    customer_index = _customer_index(payload["customer_ids"], config.num_customers)
     channel_weights = payload["channel_weights"]
     if not isinstance(channel_weights, list) or not all(
         isinstance(w, (int, float)) and math.isfinite(w) for w in channel_weights
@@ -175,12 +196,13 @@ def _build(payload: Any, *, sha256: str) -> LoadedModel:
     metrics, extra = payload["metrics"], payload["extra"]
     if not isinstance(metrics, dict) or not isinstance(extra, dict):
         raise ArtifactError("metrics and extra must be dicts.")
-    scorer = CatalogScorer(model, prior, channel_weights)
+    # Nothing trains a loaded model: the scorer may use its (mapped) tensors without copying them.
+    scorer = CatalogScorer(model, prior, channel_weights, copy=False)
     return LoadedModel(
         model=model,
         config=config,
         scorer=scorer,
-        customer_index={customer: i for i, customer in enumerate(customer_ids)},
+        customer_index=customer_index,
         product_ids=product_ids,
         product_index={product: i for i, product in enumerate(product_ids)},
         prior=prior,
@@ -189,6 +211,127 @@ def _build(payload: Any, *, sha256: str) -> LoadedModel:
         extra=extra,
         sha256=sha256,
     )
+
+
+_LOW_32 = 0xFFFF_FFFF
+
+
+class IdIndex(Mapping[str, int]):
+    """Map external ids to their index (a read-only ``Mapping[str, int]``), compactly.
+
+    A dict of a million ids costs about 130 MB (a str and an int object per id, and the
+    table); this keeps them as one UTF-8 buffer with offsets, in index order, and finds
+    an id through the sorted array of their hashes: about 20 MB, and a lookup in a few
+    microseconds. Iteration yields the ids in index order, like the list it was built from.
+    """
+
+    SEPARATOR = "\x00"  # ids never hold NUL: the API refuses it and PostgreSQL text cannot store it
+    _CHUNK = 65_536  # ids hashed at a time: their bytes objects are freed chunk by chunk
+
+    def __init__(self, ids: Sequence[str]) -> None:
+        self._build(_joined(ids), len(ids))
+
+    @classmethod
+    def from_joined(cls, joined: bytes, count: int) -> IdIndex:
+        """Build the index from ``count`` UTF-8 ids joined by NUL (as an artifact stores them)."""
+        index = cls.__new__(cls)
+        index._build(joined, count)
+        return index
+
+    def _build(self, joined: bytes, count: int) -> None:
+        separators = np.flatnonzero(np.frombuffer(joined, dtype=np.uint8) == 0)
+        if len(separators) != max(count - 1, 0) or (count == 0 and joined):
+            raise ValueError(f"expected {count} ids separated by NUL, found {len(separators) + 1}.")
+        self._blob = joined
+        # Id i is blob[starts[i] : starts[i + 1] - 1].
+        offset = np.int32 if len(joined) < 2**31 - 1 else np.int64
+        self._starts = np.concatenate(([0], separators + 1, [len(joined) + 1])).astype(offset)
+        # 32 bits of each hash: a million ids share a few values, told apart by comparing the ids.
+        hashes = np.empty(count, dtype=np.uint32)
+        for first in range(0, count, self._CHUNK):
+            last = min(count, first + self._CHUNK)
+            part = joined[self._starts[first] : self._starts[last] - 1].split(b"\x00")
+            hashes[first:last] = np.fromiter((hash(i) & _LOW_32 for i in part), dtype=np.uint32, count=last - first)
+        self._order = np.argsort(hashes, kind="stable").astype(np.int32 if count < 2**31 else np.int64)
+        self._hashes = hashes[self._order]
+        self._count = count
+
+    def _id(self, i: int) -> bytes:
+        return self._blob[self._starts[i] : self._starts[i + 1] - 1]
+
+    def get(self, key: object, default: Any = None) -> Any:
+        if not isinstance(key, str):
+            return default
+        encoded = key.encode("utf-8", "surrogatepass")
+        wanted = hash(encoded) & _LOW_32
+        at = int(np.searchsorted(self._hashes, wanted))
+        while at < self._count and self._hashes[at] == wanted:  # equal hashes: compare the ids themselves
+            i = int(self._order[at])
+            if self._id(i) == encoded:
+                return i
+            at += 1
+        return default
+
+    def __getitem__(self, key: str) -> int:
+        i = self.get(key)
+        if i is None:
+            raise KeyError(key)
+        return i
+
+    def __contains__(self, key: object) -> bool:
+        return self.get(key) is not None
+
+    def __iter__(self) -> Iterator[str]:
+        for i in range(self._count):
+            yield self._id(i).decode("utf-8", "surrogatepass")
+
+    def __len__(self) -> int:
+        return self._count
+
+    def indices(self, ids: Iterable[str]) -> np.ndarray:
+        """Return int64 indices of ``ids``, -1 for an id not in the index."""
+        return np.fromiter((self.get(i, -1) for i in ids), dtype=np.int64)
+
+    @property
+    def nbytes(self) -> int:
+        """Return the bytes held (the buffer and the arrays)."""
+        return len(self._blob) + self._starts.nbytes + self._order.nbytes + self._hashes.nbytes
+
+
+class _WeightsLeftUninitialised(TorchFunctionMode):
+    """Skip torch.nn.init's fills while a model is built whose weights will be replaced.
+
+    The parameters stay ``torch.empty``: pages never written take no memory. Filling a
+    million customers' embeddings with random numbers first would cost 128 MB and a
+    third of a second for nothing; building on the meta device instead imports torch's
+    decompositions (sympy and all), 70 MB a process.
+    """
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if getattr(func, "__module__", None) == "torch.nn.init":
+            return kwargs["tensor"] if "tensor" in kwargs else args[0]
+        return func(*args, **kwargs)
+
+
+def _joined(ids: Sequence[str]) -> bytes:
+    """Return the ids as UTF-8, each followed by NUL but the last; ValueError if an id holds NUL."""
+    if any(IdIndex.SEPARATOR in i for i in ids):
+        raise ValueError("ids must not contain NUL characters.")
+    return IdIndex.SEPARATOR.join(ids).encode("utf-8", "surrogatepass")
+
+
+def _customer_index(stored: Any, count: int) -> IdIndex:
+    """Build the customer index from the artifact's ids: a byte tensor (format /2) or a list (/1)."""
+    if isinstance(stored, torch.Tensor) and stored.dtype == torch.uint8 and stored.dim() == 1:
+        index = IdIndex.from_joined(stored.numpy().tobytes(), count)
+    elif isinstance(stored, list) and all(isinstance(i, str) for i in stored):
+        index = IdIndex(stored)
+    else:
+        raise ArtifactError("customer_ids must be a byte tensor or a list of strings.")
+    if len(index) != count:
+        raise ArtifactError(f"customer_ids must hold {count} ids, not {len(index)}.")
+    return index
 
 
 def _plain(value: Any, where: str) -> Any:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import socket
 import threading
 import time
@@ -16,6 +17,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, fields
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 from django.conf import settings
@@ -214,7 +216,47 @@ def training_runs_sweep(*, now=None) -> int:
     )
     if swept:
         logger.warning("Swept %d training run(s) whose worker died or never came.", swept)
+    _orphaned_artifacts_sweep(now=now)
     return swept
+
+
+# What _save_version and save_artifact write: run-<run pk>-<time>.pt, and while it is
+# being written .run-<run pk>-<time>.pt.<random>.tmp.
+_RUN_ARTIFACT = re.compile(r"^\.?run-(?P<run>\d+)-[^/]*\.pt(\.[^/]*\.tmp)?$")
+
+
+def _orphaned_artifacts_sweep(*, now) -> int:
+    """Delete artifact files of ended runs that no ModelVersion row names; return how many.
+
+    A worker killed between writing the artifact and inserting its row (or while
+    writing it) leaves such a file. Only files named after a run that has ended, and
+    older than STALE_SECONDS, are touched: a run in flight may be about to insert its
+    row, and anything else in the directory is not ours to delete.
+    """
+    directory = model_dir()
+    by_run: dict[int, list[Path]] = {}
+    for path in directory.iterdir():
+        match = _RUN_ARTIFACT.match(path.name)
+        if match:
+            by_run.setdefault(int(match["run"]), []).append(path)
+    if not by_run:
+        return 0
+    ended = TrainingRun.objects.filter(pk__in=by_run).exclude(status__in=TrainingRun.IN_FLIGHT)
+    candidates = [path for run_id in ended.values_list("pk", flat=True) for path in by_run[run_id]]
+    versions = ModelVersion.objects.filter(artifact_path__in=[path.name for path in candidates])
+    named = set(versions.values_list("artifact_path", flat=True))
+    settle = now.timestamp() - settings.RECSITE_TRAINING["STALE_SECONDS"]
+    removed = 0
+    for path in candidates:
+        try:
+            if path.name not in named and path.stat().st_mtime < settle:
+                path.unlink()
+                removed += 1
+        except FileNotFoundError:  # another sweeper got there first
+            continue
+    if removed:
+        logger.warning("Deleted %d orphaned model artifact(s) of ended training runs in %s.", removed, directory)
+    return removed
 
 
 def _claim(run_id: int, worker: str) -> bool:
@@ -460,9 +502,10 @@ def _save_version(
 ) -> ModelVersion:
     relative = f"run-{run.pk}-{timezone.now():%Y%m%dT%H%M%S}.pt"
     config = {"model": model_config.to_dict(), "train": train_config.to_dict()}
+    path = model_dir() / relative
     # Writing the file is slow I/O: done before, and outside, any transaction.
     sha256 = save_artifact(
-        model_dir() / relative,
+        path,
         model=model,
         config=model_config,
         prior=prior,
@@ -472,13 +515,19 @@ def _save_version(
         metrics=metrics,
         extra={"training_run": run.pk, "train": train_config.to_dict(), "as_of": metrics["data"]["as_of"]},
     )
-    return ModelVersion.objects.create(
-        training_run=run,
-        status=status,
-        artifact_path=relative,
-        sha256=sha256,
-        config=config,
-        customer_ids=data.customer_ids,
-        product_ids=data.product_ids,
-        metrics=metrics,
-    )
+    try:
+        return ModelVersion.objects.create(
+            training_run=run,
+            status=status,
+            artifact_path=relative,
+            sha256=sha256,
+            config=config,
+            customer_ids=data.customer_ids,
+            product_ids=data.product_ids,
+            metrics=metrics,
+        )
+    except BaseException:
+        # No row, no file. A kill -9 right here still leaves the file: the sweeper
+        # deletes it once the run has ended (_orphaned_artifacts_sweep).
+        path.unlink(missing_ok=True)
+        raise

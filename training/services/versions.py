@@ -84,6 +84,11 @@ def model_version_promote_verified(*, version_id: int, actor: str, action: str) 
     version.promoted_at = timezone.now()
     version.save(update_fields=["status", "promoted_at"])
     ModelPromotion.objects.create(action=action, model_version=version, previous=current, actor=actor)
+    # Every promotion (a run's, an admin's, a rollback) comes through here. Imported here:
+    # precompute imports serving, which imports this module.
+    from training.services.precompute import recommendations_precompute_on_commit
+
+    recommendations_precompute_on_commit(version_id=version.pk)
     return version
 
 

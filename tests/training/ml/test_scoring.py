@@ -82,7 +82,7 @@ def test_it_gives_the_same_scores_in_small_chunks(monkeypatch):
     scorer = CatalogScorer(model, prior, WEIGHTS)
     whole = scorer.score(np.arange(30))
 
-    monkeypatch.setattr(scoring, "CHUNK_BYTES", 1)  # one customer per chunk
+    monkeypatch.setattr(scoring, "BLOCK_ROWS", 1)  # one customer and one product per block
 
     np.testing.assert_allclose(scorer.score(np.arange(30)), whole, atol=1e-6)
 
@@ -131,3 +131,54 @@ def test_it_refuses_a_prior_of_the_wrong_length():
 
 def test_it_reports_the_catalog_size():
     assert CatalogScorer(_model(), np.zeros(70, dtype=np.float32), WEIGHTS).num_products == 70
+
+
+@pytest.mark.parametrize("dot_branch", [False, True])
+@pytest.mark.parametrize("block_rows", [3 * 7, 3 * 70 * 4 + 5, 3 * 69])
+def test_it_gives_the_same_scores_whatever_the_block_size(monkeypatch, dot_branch, block_rows):
+    # 7 products a block (the catalog in ten slices), 4 customers' whole catalogs a block,
+    # and 69 products a block (a last slice of one product).
+    model = _model(dot_branch=dot_branch)
+    prior = np.random.default_rng(1).standard_normal(70).astype(np.float32)
+    scorer = CatalogScorer(model, prior, WEIGHTS)
+    customers = np.array([0, 5, 29, 5, 11, 2])
+    expected = _forward_channels(model, prior, customers, np.arange(70))
+
+    monkeypatch.setattr(scoring, "BLOCK_ROWS", block_rows)
+
+    np.testing.assert_allclose(scorer.channel_scores(customers), expected, atol=1e-5)
+    np.testing.assert_allclose(scorer.score(customers), np.einsum("bcn,c->bn", expected, WEIGHTS), atol=1e-5)
+    subset = scorer.score(customers, np.array([69, 3, 40]))
+    np.testing.assert_allclose(subset, scorer.score(customers)[:, [69, 3, 40]], atol=1e-6)
+
+
+def test_it_scores_a_catalog_of_many_blocks_like_forward():
+    model = _model(customers=4, products=20_000)
+    prior = np.random.default_rng(2).standard_normal(20_000).astype(np.float32)
+
+    scores = CatalogScorer(model, prior, WEIGHTS).score([3])
+
+    products = np.arange(0, 20_000, 97)  # forward on a sample of the catalog, across every block
+    expected = np.einsum("bcn,c->bn", _forward_channels(model, prior, np.array([3]), products), WEIGHTS)
+    np.testing.assert_allclose(scores[:, products], expected, atol=1e-5)
+
+
+def test_it_returns_empty_scores_for_no_customers():
+    scorer = CatalogScorer(_model(), np.zeros(70, dtype=np.float32), WEIGHTS)
+
+    assert scorer.score([]).shape == (0, 70)
+    assert scorer.channel_scores(np.array([], dtype=np.int64)).shape == (0, 3, 70)
+
+
+def test_without_copy_it_uses_the_models_customer_embeddings_as_they_are():
+    model = _model(dot_branch=True)
+    prior = np.zeros(70, dtype=np.float32)
+
+    shared = CatalogScorer(model, prior, WEIGHTS, copy=False)
+    copied = CatalogScorer(model, prior, WEIGHTS)
+
+    np.testing.assert_array_equal(shared.score([4, 9]), copied.score([4, 9]))
+    with torch.no_grad():
+        model.user_embed.weight[4] += 1.0
+    assert not np.array_equal(shared.score([4]), copied.score([4]))  # it read the model's updated row
+    np.testing.assert_array_equal(shared.score([9]), copied.score([9]))
