@@ -418,6 +418,10 @@ RECSITE_TRAINING = {
     # one thread; more threads per web process, next to other web processes and workers
     # on the same cores, measured 20x slower (oversubscription), not faster.
     "SERVING_TORCH_THREADS": env_int("RECSITE_SERVING_TORCH_THREADS", 1),
+    # Torch threads of a training run (0: torch's default, one per core). With 2 threads on
+    # 2 busy cores, every op waits for the slower thread: training ran 27x slower than
+    # with 1 (bench/training.py, load ~7); a worker shares its cores with web processes.
+    "TORCH_THREADS": env_int("RECSITE_TRAINING_TORCH_THREADS", 1),
 }
 
 # Precomputed recommendations (docs/precompute.md): after each promotion or rollback,

@@ -20,6 +20,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import torch
 from django.conf import settings
 from django.db import IntegrityError, connections, transaction
 from django.db.models import Q
@@ -358,6 +359,9 @@ def training_run_execute(
     if not _claim(run_id, worker):
         logger.info("Training run %s is not queued any more; nothing to do.", run_id)
         return TrainingRun.objects.get(pk=run_id)
+    threads = settings.RECSITE_TRAINING["TORCH_THREADS"]
+    if threads:  # 0: torch's default (one per core)
+        torch.set_num_threads(threads)
     writer = _ProgressWriter(run_id, echo)
     with _heartbeat(run_id, settings.RECSITE_TRAINING["HEARTBEAT_SECONDS"]):
         try:
