@@ -128,7 +128,7 @@ class TrainingRunListApi(APIView):
         },
         description="Start a retrain (admin). Options override settings.RECSITE_TRAINING for this run: "
         "epochs, batch_size, lr, weight_decay, negatives_per_positive, patience, seed, "
-        "max_validation_customers, embed_dim, dropout, dot_branch.",
+        "max_validation_customers, embed_dim, dropout, dot_branch, positive_floor, embedding_l2.",
     )
     def post(self, request):
         body = self.InputSerializer(data=request.data)

@@ -194,7 +194,13 @@ class Examples:
         return len(self.customers)
 
 
-def sample_examples(train: Interactions, *, negatives_per_positive: int, rng: np.random.Generator) -> Examples:
+def sample_examples(
+    train: Interactions,
+    *,
+    negatives_per_positive: int,
+    rng: np.random.Generator,
+    positive_floor: float = 0.0,
+) -> Examples:
     """Expand rows into per-channel examples plus sampled negatives (target 0 on every channel).
 
     Each row gives one example per channel with that channel's intensity as target, and
@@ -202,9 +208,15 @@ def sample_examples(train: Interactions, *, negatives_per_positive: int, rng: np
     touched, each giving one example per channel with target 0. Exclusion is exact; a
     customer who touched every product gets no negatives. Call once per epoch with a
     fresh ``rng`` so every epoch sees other negatives.
+
+    ``positive_floor`` lifts every engaged pair's target on every channel to
+    ``floor + (1 - floor) * intensity``: 0 learns the intensity alone, 1 only that the
+    pair was engaged with at all (docs/model.md measures both ends).
     """
     if negatives_per_positive < 0:
         raise ValueError(f"negatives_per_positive must be >= 0, got {negatives_per_positive}.")
+    if not 0 <= positive_floor <= 1:
+        raise ValueError(f"positive_floor must lie in [0, 1], got {positive_floor}.")
     num_channels = len(CHANNELS)
     channel_ids = np.arange(num_channels, dtype=np.int64)
 
@@ -212,6 +224,8 @@ def sample_examples(train: Interactions, *, negatives_per_positive: int, rng: np
     pos_products = np.repeat(train.product_idx, num_channels)
     pos_channels = np.tile(channel_ids, len(train))
     pos_targets = train.targets.reshape(-1)
+    if positive_floor:
+        pos_targets = (positive_floor + (1.0 - positive_floor) * pos_targets).astype(np.float32)
 
     neg_products = np.zeros(0, dtype=np.int64)
     neg_owners = np.zeros(0, dtype=np.int64)

@@ -1,4 +1,4 @@
-"""The training loop: Adam on per-channel BCE, fresh negatives every epoch, early stopping.
+"""The training loop: Adam on per-channel BCE plus an embedding L2, fresh negatives every epoch, early stopping.
 
 Validation ranks with ``CatalogScorer``, the function the API serves with, so the epoch
 kept is the one that ranks best the way customers will see it.
@@ -35,6 +35,12 @@ class TrainConfig:
     lr: float = 1e-3
     weight_decay: float = 0.0
     negatives_per_positive: int = 4
+    # 0: learn each channel's intensity; 1: only that a pair was engaged with (data.sample_examples).
+    # 0.5: an engaged pair counts at least half on every channel (docs/model.md, issue 5).
+    positive_floor: float = 0.5
+    # L2 on the embedding rows a batch looks up (mean squared norm per example), the usual
+    # matrix-factorisation regulariser; unlike weight_decay it leaves the dense layers alone.
+    embedding_l2: float = 1e-3
     patience: int = 3
     seed: int = 42
     device: str = "auto"  # "auto": CUDA when available, else CPU; or "cpu", "cuda", "cuda:1"
@@ -55,6 +61,12 @@ class TrainConfig:
             isinstance(self.weight_decay, (int, float)) and math.isfinite(self.weight_decay) and self.weight_decay >= 0
         ):
             raise ValueError(f"weight_decay must be a number >= 0, got {self.weight_decay!r}.")
+        if not (isinstance(self.positive_floor, (int, float)) and 0 <= self.positive_floor <= 1):
+            raise ValueError(f"positive_floor must be a number in [0, 1], got {self.positive_floor!r}.")
+        if not (
+            isinstance(self.embedding_l2, (int, float)) and math.isfinite(self.embedding_l2) and self.embedding_l2 >= 0
+        ):
+            raise ValueError(f"embedding_l2 must be a number >= 0, got {self.embedding_l2!r}.")
         if not isinstance(self.device, str) or not (
             self.device == "auto" or self.device.split(":")[0] in ("cpu", "cuda")
         ):
@@ -168,7 +180,12 @@ def train(
         model.train()
         # One stream per (seed, epoch): the negatives of epoch e do not depend on how many were drawn before.
         rng = np.random.default_rng([cfg.seed, epoch])
-        examples = sample_examples(train, negatives_per_positive=cfg.negatives_per_positive, rng=rng)
+        examples = sample_examples(
+            train,
+            negatives_per_positive=cfg.negatives_per_positive,
+            rng=rng,
+            positive_floor=cfg.positive_floor,
+        )
         customers = torch.from_numpy(examples.customers).to(device)
         products = torch.from_numpy(examples.products).to(device)
         channels = torch.from_numpy(examples.interactions).to(device)
@@ -181,12 +198,15 @@ def train(
 
         for step in range(1, steps + 1):
             batch = order[(step - 1) * cfg.batch_size : step * cfg.batch_size]
-            batch_products = products[batch]
-            logits = model.logits(customers[batch], batch_products, channels[batch], prior_on_device[batch_products])
+            batch_customers, batch_products = customers[batch], products[batch]
+            logits = model.logits(batch_customers, batch_products, channels[batch], prior_on_device[batch_products])
             # BCE with logits is BCE on the sigmoid output, without its log(0) at saturation.
             loss = F.binary_cross_entropy_with_logits(logits, targets[batch])
+            objective = loss
+            if cfg.embedding_l2:
+                objective = loss + cfg.embedding_l2 * _embedding_penalty(model, batch_customers, batch_products)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            objective.backward()
             optimizer.step()
             loss_sum += loss.detach() * len(batch)
             if on_progress is not None:
@@ -247,6 +267,14 @@ def train(
         device=str(device),
         examples_per_second=examples_seen / fit_seconds if fit_seconds > 0 else 0.0,
     )
+
+
+def _embedding_penalty(model: RecommenderNN, customers: torch.Tensor, products: torch.Tensor) -> torch.Tensor:
+    """Return the mean squared norm, per example, of the embedding rows this batch looked up."""
+    rows = [model.user_embed(customers), model.product_embed(products)]
+    if model.config.dot_branch:
+        rows += [model.gmf_user_embed(customers), model.gmf_product_embed(products)]
+    return sum(row.pow(2).sum(dim=1).mean() for row in rows)
 
 
 def _validation_plan(

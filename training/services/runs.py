@@ -68,6 +68,8 @@ OPTIONS: dict[str, tuple[type, str]] = {
     "embed_dim": (int, "EMBED_DIM"),
     "dropout": (float, "DROPOUT"),
     "dot_branch": (bool, "DOT_BRANCH"),
+    "positive_floor": (float, "POSITIVE_FLOOR"),
+    "embedding_l2": (float, "EMBEDDING_L2"),
 }
 PROGRESS_MIN_INTERVAL_SECONDS = 1.0
 

@@ -219,3 +219,21 @@ def test_it_refuses_rows_that_do_not_line_up():
         )
     with pytest.raises(ValueError, match="product_idx"):
         _rows([(0, 5, 1)], num_customers=1, num_products=5)
+
+
+def test_a_positive_floor_lifts_every_engaged_target_and_leaves_negatives_at_zero():
+    data = planted_interactions(num_customers=20, num_products=50, seed=3)
+    n = len(data)
+
+    soft = sample_examples(data, negatives_per_positive=2, rng=np.random.default_rng(1))
+    floored = sample_examples(data, negatives_per_positive=2, rng=np.random.default_rng(1), positive_floor=0.5)
+    binary = sample_examples(data, negatives_per_positive=2, rng=np.random.default_rng(1), positive_floor=1.0)
+
+    np.testing.assert_allclose(floored.targets[: 3 * n], 0.5 + 0.5 * soft.targets[: 3 * n], rtol=1e-6)
+    assert np.all(binary.targets[: 3 * n] == 1.0)
+    for examples in (floored, binary):
+        np.testing.assert_array_equal(examples.products, soft.products)
+        assert np.all(examples.targets[3 * n :] == 0.0)
+    with pytest.raises(ValueError, match="positive_floor"):
+        sample_examples(data, negatives_per_positive=2, rng=np.random.default_rng(1), positive_floor=1.5)
+

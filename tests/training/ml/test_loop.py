@@ -226,3 +226,17 @@ def test_it_round_trips_the_train_config_and_refuses_unknown_keys():
         TrainConfig(epochs=0)
     with pytest.raises(ValueError):
         TrainConfig(device="tpu")
+
+
+def test_an_embedding_l2_keeps_the_embeddings_smaller():
+    config = TrainConfig(epochs=3, batch_size=64, seed=5, device="cpu")
+
+    plain = _run(config).model
+    shrunk = _run(dataclasses.replace(config, embedding_l2=0.1)).model
+
+    for name in ("user_embed", "product_embed"):
+        assert getattr(shrunk, name).weight.norm() < 0.8 * getattr(plain, name).weight.norm()
+    with pytest.raises(ValueError, match="embedding_l2"):
+        TrainConfig(embedding_l2=-1.0)
+    with pytest.raises(ValueError, match="positive_floor"):
+        TrainConfig(positive_floor=1.5)
