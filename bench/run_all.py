@@ -21,7 +21,6 @@ import subprocess
 import sys
 import time
 from datetime import UTC, datetime
-from pathlib import Path
 
 from _results import RESULTS, ROOT, machine
 
