@@ -40,6 +40,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from _results import Figure, Reference, Target, machine, write_result
+from _server import drop_database, recreate_database
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRATCH = ROOT / "var" / "bench-fold"
@@ -204,11 +205,7 @@ def main() -> None:
 
     import psycopg
 
-    dbname = args.database.rsplit("/", 1)[1]
-    admin_url = args.database.rsplit("/", 1)[0] + "/postgres"
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{dbname}"')
+    recreate_database(args.database)
     shutil.rmtree(SCRATCH, ignore_errors=True)
     SCRATCH.mkdir(parents=True)
     env = {
@@ -282,8 +279,7 @@ def main() -> None:
 
             connections.close_all()
         if not args.keep:
-            with psycopg.connect(admin_url, autocommit=True) as conn:
-                conn.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
+            drop_database(args.database)
         shutil.rmtree(SCRATCH, ignore_errors=True)
 
     problems = []

@@ -46,7 +46,7 @@ from pathlib import Path
 
 import requests
 from _results import Figure, Reference, Target, machine, write_result
-from _server import wait_until_serving
+from _server import drop_database, fresh_scratch, recreate_database, wait_until_serving
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRATCH = ROOT / "var" / "bench-ingest"
@@ -193,13 +193,8 @@ def main() -> None:
 
     import psycopg
 
-    dbname = args.database.rsplit("/", 1)[1]
-    admin_url = args.database.rsplit("/", 1)[0] + "/postgres"
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{dbname}"')
-    shutil.rmtree(SCRATCH, ignore_errors=True)
-    (SCRATCH / "static").mkdir(parents=True)  # STATIC_ROOT: whitenoise warns when it is missing
+    dbname = recreate_database(args.database)
+    fresh_scratch(SCRATCH)
 
     env = {
         **os.environ,
@@ -267,8 +262,7 @@ def main() -> None:
                 server.wait()
         if failed and log.exists():
             print("--- gunicorn log (tail) ---\n" + log.read_text(errors="replace")[-3000:], file=sys.stderr)
-        with psycopg.connect(admin_url, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
+        drop_database(args.database)
         shutil.rmtree(SCRATCH, ignore_errors=True)
 
     copy_rate = events_n / copy_seconds

@@ -44,7 +44,7 @@ from pathlib import Path
 
 import requests
 from _results import Figure, Reference, Target, machine, write_result
-from _server import wait_until_serving
+from _server import drop_database, fresh_scratch, recreate_database, wait_until_serving
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRATCH = ROOT / "var" / "bench-precompute"
@@ -322,18 +322,12 @@ def main() -> None:
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
 
-    import psycopg
     import redis
 
-    dbname = args.database.rsplit("/", 1)[1]
-    admin_url = args.database.rsplit("/", 1)[0] + "/postgres"
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{dbname}"')
+    dbname = recreate_database(args.database)
     scratch_redis = redis.Redis.from_url(args.redis)
     scratch_redis.flushdb()
-    shutil.rmtree(SCRATCH, ignore_errors=True)
-    (SCRATCH / "static").mkdir(parents=True)  # STATIC_ROOT: whitenoise warns when it is missing
+    fresh_scratch(SCRATCH)
 
     env = {
         **os.environ,
@@ -430,8 +424,7 @@ def main() -> None:
             from django.db import connections
 
             connections.close_all()
-        with psycopg.connect(admin_url, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
+        drop_database(args.database)
         scratch_redis.flushdb()
         shutil.rmtree(SCRATCH, ignore_errors=True)
 

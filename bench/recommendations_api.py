@@ -46,7 +46,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import requests
-from _server import wait_until_serving
+from _server import drop_database, fresh_scratch, recreate_database, wait_until_serving
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -329,15 +329,9 @@ def main() -> None:
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
 
-    dbname = args.database.rsplit("/", 1)[1]
-    admin_url = args.database.rsplit("/", 1)[0] + "/postgres"
-    import psycopg
+    dbname = recreate_database(args.database)
 
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{dbname}"')
-    shutil.rmtree(SCRATCH, ignore_errors=True)
-    (SCRATCH / "static").mkdir(parents=True)  # STATIC_ROOT: whitenoise warns when it is missing
+    fresh_scratch(SCRATCH)
 
     env = {
         **os.environ,
@@ -432,8 +426,7 @@ def main() -> None:
             from django.db import connections
 
             connections.close_all()
-        with psycopg.connect(admin_url, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
+        drop_database(args.database)
         shutil.rmtree(SCRATCH, ignore_errors=True)
 
     import numpy

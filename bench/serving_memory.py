@@ -37,6 +37,7 @@ import time
 from pathlib import Path
 
 from _results import Figure, Reference, Target, machine, write_result
+from _server import drop_database, recreate_database
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
@@ -169,13 +170,8 @@ def main() -> None:
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
 
-    dbname = args.database.rsplit("/", 1)[1]
-    admin_url = args.database.rsplit("/", 1)[0] + "/postgres"
-    import psycopg
+    recreate_database(args.database)
 
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{dbname}"')
     shutil.rmtree(SCRATCH, ignore_errors=True)
     (SCRATCH / "static").mkdir(parents=True)
 
@@ -218,8 +214,7 @@ def main() -> None:
             from django.db import connections
 
             connections.close_all()
-        with psycopg.connect(admin_url, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
+        drop_database(args.database)
         shutil.rmtree(SCRATCH, ignore_errors=True)
 
     measured = json.loads(done.stdout.strip().splitlines()[-1])

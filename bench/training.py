@@ -47,7 +47,7 @@ from pathlib import Path
 
 import requests
 from _results import Figure, Reference, Target, machine, write_result
-from _server import wait_until_serving
+from _server import drop_database, fresh_scratch, recreate_database, wait_until_serving
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRATCH = ROOT / "var" / "bench-training"
@@ -259,18 +259,12 @@ def main() -> None:
     epochs = args.epochs or (2 if args.quick else None)
     options = {"epochs": epochs} if epochs else {}
 
-    import psycopg
     import redis
 
-    dbname = args.database.rsplit("/", 1)[1]
-    admin_url = args.database.rsplit("/", 1)[0] + "/postgres"
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{dbname}"')
+    recreate_database(args.database)
     broker = redis.Redis.from_url(args.redis)
     broker.flushdb()  # no message of an earlier, interrupted run reaches this worker
-    shutil.rmtree(SCRATCH, ignore_errors=True)
-    (SCRATCH / "static").mkdir(parents=True)  # STATIC_ROOT: whitenoise warns when it is missing
+    fresh_scratch(SCRATCH)
 
     env = {
         "DATABASE_URL": args.database,
@@ -373,8 +367,7 @@ def main() -> None:
             from django.db import connections
 
             connections.close_all()
-        with psycopg.connect(admin_url, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
+        drop_database(args.database)
         broker.flushdb()
         shutil.rmtree(SCRATCH, ignore_errors=True)
 
