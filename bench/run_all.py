@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/run_all.py            # make bench: the full measurements
     .venv/bin/python bench/run_all.py --quick    # make bench-quick: small runs, CI's smoke test
+    .venv/bin/python bench/run_all.py --only serving fold --merge   # rerun two, keep the rest
 
 Each benchmark is its own script (``bench/<name>.py [--quick]``) that writes
 ``bench/results/<name>.json`` through ``bench/_results.py``; they run one after another
@@ -10,6 +11,11 @@ the others still run; the exit status is non-zero if any failed. Targets that ar
 met do not fail the run: they are marked in the table, which is the point of measuring.
 ``--quick`` asserts no speed and renders to ``bench/results/BENCHMARKS.quick.md``, so
 the committed BENCHMARKS.md always holds a full run.
+
+``--merge`` keeps the other benchmarks' entries of the previous ``latest.json`` (of the
+same kind, full or quick) instead of dropping them: each entry says when it ran, and
+every figure's reference still comes from the same script run as the figure. It lets
+the slow, load-insensitive quality benchmarks run apart from the timed ones.
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small runs: check the harness, assert no speed")
     parser.add_argument("--only", nargs="*", default=None, help="run only these benchmarks")
+    parser.add_argument("--merge", action="store_true", help="keep the previous latest.json's other benchmarks")
     args = parser.parse_args()
     names = args.only or BENCHMARKS
     started = datetime.now(UTC)
@@ -42,7 +49,7 @@ def main() -> None:
         script = ROOT / "bench" / f"{SCRIPT_FOR.get(name, name)}.py"
         command = [sys.executable, str(script), *(["--quick"] if args.quick else [])]
         print(f"bench: {name}: {' '.join(command[1:])}", flush=True)
-        began = time.monotonic()
+        began, began_at = time.monotonic(), datetime.now(UTC)
         try:
             completed = subprocess.run(command, cwd=ROOT, timeout=TIMEOUT_SECONDS["quick" if args.quick else "full"])
             status = "ok" if completed.returncode == 0 else f"exit {completed.returncode}"
@@ -52,12 +59,16 @@ def main() -> None:
         result = _fresh_result(name, since=started)
         if status == "ok" and result is None:
             status = "wrote no result"
-        runs[name] = {"status": status, "seconds": seconds, "result": result}
+        runs[name] = {"status": status, "started_at": began_at.isoformat(timespec="seconds"), "seconds": seconds,
+                      "result": result}  # fmt: skip
         print(f"bench: {name}: {status} in {seconds} s", flush=True)
 
+    if args.merge:
+        runs = _merged(runs, quick=args.quick)
     latest = {
         "quick": args.quick,
-        "started_at": started.isoformat(timespec="seconds"),
+        "started_at": min([started.isoformat(timespec="seconds")]
+                          + [run["started_at"] for run in runs.values() if run.get("started_at")]),  # fmt: skip
         "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": machine(),
         "benchmarks": runs,
@@ -70,6 +81,18 @@ def main() -> None:
     print(f"bench: wrote {RESULTS / 'latest.json'} and {markdown.relative_to(ROOT)}"
           + (f"; FAILED: {', '.join(failed)}" if failed else ""))  # fmt: skip
     sys.exit(1 if failed else 0)
+
+
+def _merged(runs: dict, *, quick: bool) -> dict:
+    """Return the previous latest.json's benchmarks (same kind) with this run's in place of theirs, in BENCHMARKS order."""
+    path = RESULTS / "latest.json"
+    previous = json.loads(path.read_text()) if path.exists() else {}
+    kept = previous.get("benchmarks", {}) if previous.get("quick") == quick else {}
+    for run in kept.values():
+        run.setdefault("started_at", previous.get("started_at"))
+    merged = kept | runs
+    order = {name: i for i, name in enumerate(BENCHMARKS)}
+    return dict(sorted(merged.items(), key=lambda item: order.get(item[0], len(order))))
 
 
 def _fresh_result(name: str, *, since: datetime) -> dict | None:
@@ -104,6 +127,9 @@ def render(latest: dict) -> str:
         f"- Run: {latest['started_at']} to {latest['finished_at']}{' (quick: smoke sizes, not figures)' if latest['quick'] else ''}",
         f"- Machine: {m['cpu']}, {m['cpus']} CPUs, {m['memory_gb']} GiB; {m['platform']}",
         f"- Versions: Python {m['python']}, Django {m['django']}, PyTorch {m['torch']}, NumPy {m['numpy']}; commit {m['commit']}",
+        "- Each benchmark ran alone, one after another: "
+        + ", ".join(f"{name} at {run.get('started_at') or '?'} ({run['seconds']} s)"
+                    for name, run in latest["benchmarks"].items()),  # fmt: skip
         "",
         "| benchmark | figure | value | reference (same run) | ratio | target | met |",
         "|---|---|---|---|---|---|---|",

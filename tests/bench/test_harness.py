@@ -49,3 +49,21 @@ def test_the_table_has_a_row_per_figure_with_reference_ratio_target_and_failures
     assert "| serving | p99, 10,000 products | 8 ms | minimal view: 2 ms | 4 | <= 10 ms | yes |" in table
     assert "| fold | fold 1M events | 25 s | – | – | <= 20 s | **no** |" in table
     assert "| quality | **exit 1** |" in table
+
+
+def test_merge_keeps_the_previous_runs_other_benchmarks_and_puts_this_runs_in_their_place(tmp_path, monkeypatch):
+    import json
+
+    import run_all
+
+    monkeypatch.setattr(run_all, "RESULTS", tmp_path)
+    previous = {"quick": False, "started_at": "2026-11-28T05:00:00+00:00",
+                "benchmarks": {"quality": {"status": "ok", "seconds": 600, "result": {"figures": []}},
+                               "fold": {"status": "exit 1", "seconds": 3, "result": None}}}  # fmt: skip
+    (tmp_path / "latest.json").write_text(json.dumps(previous))
+    fold = {"status": "ok", "started_at": "2026-11-28T06:00:00+00:00", "seconds": 30, "result": {"figures": []}}
+    merged = run_all._merged({"fold": fold}, quick=False)
+    assert list(merged) == ["quality", "fold"]  # BENCHMARKS order
+    assert merged["fold"] == fold
+    assert merged["quality"]["started_at"] == "2026-11-28T05:00:00+00:00"
+    assert run_all._merged({"fold": fold}, quick=True) == {"fold": fold}  # a quick run never mixes with a full one
