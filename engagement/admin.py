@@ -1,7 +1,9 @@
+from django import forms
 from django.contrib import admin
 from rest_framework_api_key.admin import APIKeyModelAdmin
 
 from .models import (
+    ApiKeyScope,
     Customer,
     Engagement,
     EngagementWatermark,
@@ -53,7 +55,43 @@ class EngagementWatermarkAdmin(admin.ModelAdmin):
     list_display = ("name", "last_event_id", "updated_at")
 
 
+class ShopApiKeyForm(forms.ModelForm):
+    # Ticked boxes rather than the JSON text area a JSONField gets by default.
+    scopes = forms.MultipleChoiceField(
+        choices=ApiKeyScope.choices,
+        widget=forms.CheckboxSelectMultiple,
+        help_text=ShopApiKey._meta.get_field("scopes").help_text,
+    )
+
+    class Meta:
+        model = ShopApiKey
+        fields = "__all__"
+
+
 @admin.register(ShopApiKey)
 class ShopApiKeyAdmin(APIKeyModelAdmin):
-    list_display = (*APIKeyModelAdmin.list_display, "is_admin")
-    list_filter = (*APIKeyModelAdmin.list_filter, "is_admin")
+    form = ShopApiKeyForm
+    list_display = (*APIKeyModelAdmin.list_display, "scope_list")
+
+    @admin.display(description="scopes")
+    def scope_list(self, obj: ShopApiKey) -> str:
+        return ", ".join(obj.scopes)
+
+
+# --- click fraud (engagement.services.fraud): deleting a row clears the flag ---
+
+from .models import SuspiciousCustomer  # noqa: E402 (kept apart from the block above)
+
+
+@admin.register(SuspiciousCustomer)
+class SuspiciousCustomerAdmin(admin.ModelAdmin):
+    list_display = ("customer", "too_many_events", "too_much_dwell", "max_events_per_minute",
+                    "max_dwell_ms_per_minute", "first_seen_at", "last_seen_at", "flagged_at")  # fmt: skip
+    list_filter = ("too_many_events", "too_much_dwell")
+    search_fields = ("customer__external_id",)
+    list_select_related = ("customer",)
+    readonly_fields = ("customer", "too_many_events", "too_much_dwell", "max_events_per_minute",
+                       "max_dwell_ms_per_minute", "first_seen_at", "last_seen_at", "flagged_at")  # fmt: skip
+
+    def has_add_permission(self, request) -> bool:
+        return False  # the fold flags; an admin only reads or clears

@@ -9,6 +9,7 @@ from django.utils import timezone
 from drf_spectacular.utils import (
     OpenApiResponse,
     extend_schema,
+    extend_schema_field,
     extend_schema_serializer,
 )
 from rest_framework import serializers, status
@@ -16,6 +17,7 @@ from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from .permissions import CanIngest, CanRecommend
 from .selectors import products_popular
 from .services import EventIn, ProductIn, events_ingest, products_upsert
 
@@ -51,14 +53,51 @@ class StrictUUIDField(serializers.UUIDField):
         return super().to_internal_value(data)
 
 
+# Trimmed, so it needs a character that is not whitespace; NUL is refused (the schema says so for fuzzers).
+@extend_schema_field(
+    {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": settings.RECSITE_INGEST["MAX_ID_LENGTH"],
+        "pattern": r"^[^\u0000]*[^\s\u0000][^\u0000]*$",
+    }
+)
 class ExternalIdField(serializers.CharField):
+    """The shop's id of a customer or product: a JSON string (DESIGN.md "string id"); 12 is a wrong type."""
+
     def __init__(self, **kwargs):
         super().__init__(max_length=_limits()["MAX_ID_LENGTH"], allow_blank=False, **kwargs)
 
     def to_internal_value(self, data):
-        if not isinstance(data, (str, int)) or isinstance(data, bool):
+        # Not a number: the schema says string, and "12" and 12 would be the same customer.
+        if not isinstance(data, str):
             self.fail("invalid")
         return super().to_internal_value(data)
+
+
+class StrictInputSerializer(serializers.Serializer):
+    """A request body's object: a field it does not name is an error, never silently dropped.
+
+    Mass assignment (OWASP API3): ``score``, ``is_staff``, ``status`` or another row's id
+    sent along with the fields is answered 400 naming it, so a client learns its field is
+    not taken rather than believing it was stored. Query strings are not checked: nothing
+    is stored from a GET, and an unknown parameter there changes nothing.
+    """
+
+    unknown_field_message = "Unknown field: this request does not take it."
+
+    def to_internal_value(self, data):
+        unknown = sorted(str(name) for name in set(data) - set(self.fields)) if isinstance(data, dict) else []
+        errors = {name: [self.unknown_field_message] for name in unknown}
+        try:
+            value = super().to_internal_value(data)
+        except ValidationError as exc:
+            if not errors or not isinstance(exc.detail, dict):
+                raise
+            raise ValidationError({**exc.detail, **errors}) from None
+        if errors:
+            raise ValidationError(errors)
+        return value
 
 
 class RejectedSerializer(serializers.Serializer):
@@ -103,6 +142,10 @@ class EventInputSerializer(serializers.Serializer):
         return value
 
 
+class ApiEventInputSerializer(StrictInputSerializer, EventInputSerializer):
+    """An event sent to the API: those fields and no others (import_events drops a file's extra columns)."""
+
+
 class DetailSerializer(serializers.Serializer):
     detail = serializers.CharField(help_text="What is wrong, in words.")
 
@@ -119,7 +162,9 @@ class ConflictSerializer(serializers.Serializer):
 class EventIngestApi(APIView):
     """Store a batch of engagement events; each ``event_id`` is stored once."""
 
-    class BatchInputSerializer(serializers.Serializer):
+    permission_classes = [CanIngest]
+
+    class BatchInputSerializer(StrictInputSerializer):
         events = serializers.ListField(
             child=serializers.JSONField(), max_length=settings.RECSITE_INGEST["MAX_BATCH"]
         )
@@ -177,7 +222,7 @@ class EventIngestApi(APIView):
         batch = self.BatchInputSerializer(data=request.data)
         batch.is_valid(raise_exception=True)
         items = batch.validated_data["events"]
-        valid, rejected = validate_each(EventInputSerializer(), items)
+        valid, rejected = validate_each(ApiEventInputSerializer(), items)
         rejected_indices = {r["index"] for r in rejected}
         valid_indices = [i for i in range(len(items)) if i not in rejected_indices]  # valid keeps the order
         # No occurred_at: the service stamps it when the event is received.
@@ -199,7 +244,9 @@ class EventIngestApi(APIView):
 class CatalogUpsertApi(APIView):
     """Create or update products; inactive products are never recommended."""
 
-    class ProductInputSerializer(serializers.Serializer):
+    permission_classes = [CanIngest]
+
+    class ProductInputSerializer(StrictInputSerializer):
         product = ExternalIdField()
         name = serializers.CharField(max_length=300, allow_blank=True, default="")
         category = serializers.CharField(
@@ -246,6 +293,8 @@ class PopularProductSerializer(serializers.Serializer):
 
 class PopularProductListApi(APIView):
     """List the active products with the most summed engagement, best first."""
+
+    permission_classes = [CanRecommend]
 
     class InputSerializer(serializers.Serializer):
         k = serializers.IntegerField(min_value=1, max_value=100, default=10, help_text="How many products.")

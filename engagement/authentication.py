@@ -41,5 +41,8 @@ class ApiKeyAuthenticationScheme(OpenApiAuthenticationExtension):
             "type": "apiKey",
             "in": "header",
             "name": "Authorization",
-            "description": "`Api-Key <key>`; create one with `manage.py create_api_key NAME`.",
+            "description": (
+                "`Api-Key <key>`; create one with `manage.py create_api_key NAME [--scope ingest|recommend|admin]`. "
+                "Each operation needs one scope: 401 without a valid key, 403 without the scope."
+            ),
         }

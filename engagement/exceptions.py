@@ -1,16 +1,23 @@
-"""API errors: DRF's own, plus 400 for JSON nested too deeply, 413 for an oversize body, 503 for a database outage."""
+"""API errors: DRF's own, plus 400 for JSON nested too deeply, 413 for an oversize body, 503 for a database outage.
+
+Anything else unhandled is logged with its traceback and answered with a generic JSON
+500: no exception text, SQL, traceback or setting names reach the client (OWASP API8).
+"""
 
 import logging
 
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
-from django.db import DatabaseError, InterfaceError, OperationalError
+from django.db import InterfaceError, OperationalError
+from django.http import JsonResponse
 from rest_framework.response import Response
-from rest_framework.views import exception_handler
+from django.views import defaults
+from rest_framework.views import exception_handler, set_rollback
 
 logger = logging.getLogger(__name__)
 
 RETRY_AFTER_SECONDS = 5
+INTERNAL_ERROR = {"detail": "Internal server error."}
 
 
 def api_exception_handler(exc, context):
@@ -37,6 +44,38 @@ def api_exception_handler(exc, context):
             status=503,
             headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
         )
-    if isinstance(exc, DatabaseError):
-        logger.exception("database error")
-    return None
+    if settings.DEBUG:
+        return None  # Django's technical 500 page, for the developer
+    # Logged here, with the traceback, because answering it means Django never logs it.
+    logger.exception("unhandled error in %s", _view_name(context))
+    set_rollback()  # as DRF does for the errors it answers: nothing half-done is committed
+    # The database error's text can hold SQL and values: never send it.
+    return Response(INTERNAL_ERROR, status=500)
+
+
+def _view_name(context) -> str:
+    view = context.get("view")
+    return type(view).__name__ if view is not None else "an API view"
+
+
+def server_error(request, *args, **kwargs):
+    """Answer an error no view handled (handler500): generic JSON under /api/, Django's plain page elsewhere.
+
+    Under /api/ that is an error before or after the DRF view (middleware, URL
+    resolution); the shop's client parses JSON. Django's page says only "Server Error
+    (500)" when DEBUG is off.
+    """
+    if request.path.startswith("/api/"):
+        return JsonResponse(INTERNAL_ERROR, status=500)
+    return defaults.server_error(request, *args, **kwargs)
+
+
+def page_not_found(request, exception=None, *args, **kwargs):
+    """Answer a URL that matches nothing (handler404): JSON under /api/, Django's page elsewhere.
+
+    Under /api/ that is a path whose id is not of its type (``training-runs/abc/``): the
+    schema promises JSON bodies, and the shop's client parses JSON (docs/reliability.md, fuzzing).
+    """
+    if request.path.startswith("/api/"):
+        return JsonResponse({"detail": "Not found."}, status=404)
+    return defaults.page_not_found(request, exception, *args, **kwargs)

@@ -28,7 +28,8 @@ def _database_ready() -> str | None:
             cursor.fetchone()
     except Exception as exc:  # any driver error means "not ready"; report it
         logger.warning("readyz: database: %s", exc)
-        return f"{type(exc).__name__}: {exc}"
+        # Only the kind of error: the probe is public, and the driver's words name hosts and users.
+        return f"unavailable ({type(exc).__name__})"
     return None
 
 
@@ -38,7 +39,7 @@ def _broker_ready() -> str | None:
             conn.ensure_connection(max_retries=0, timeout=BROKER_TIMEOUT_SECONDS)
     except Exception as exc:  # kombu raises many kinds; all mean "not ready"
         logger.warning("readyz: broker: %s", exc)
-        return f"{type(exc).__name__}: {exc}"
+        return f"unavailable ({type(exc).__name__})"
     return None
 
 
@@ -63,10 +64,23 @@ def _model_state() -> str:
 @require_GET
 @never_cache
 def readyz(request):
-    """Answer 200 when the database and the broker answer, else 503 with what failed."""
-    checks = {"database": _database_ready(), "broker": _broker_ready()}
-    body = {name: ("ok" if error is None else error) for name, error in checks.items()}
-    ready = all(error is None for error in checks.values())
-    body["model"] = _model_state() if checks["database"] is None else "unknown (database down)"
-    body["status"] = "ok" if ready else "unavailable"
-    return JsonResponse(body, status=200 if ready else 503)
+    """Answer 503 only when the database does not answer; a broker outage is 200, "degraded".
+
+    Without the broker the API still ingests and recommends (docs/reliability.md, broker
+    loss): scoring and training wait. A load balancer routing by this probe must not take
+    every web process out for it.
+    """
+    database, broker = _database_ready(), _broker_ready()
+    body = {"database": database or "ok", "broker": broker or "ok"}
+    body["model"] = _model_state() if database is None else "unknown (database down)"
+    if database is not None:
+        body["status"] = "unavailable"
+    elif broker is not None:
+        body["status"] = "degraded"
+        body["detail"] = (
+            "The task broker is unreachable: events are stored and recommendations served; "
+            "scoring and training wait for it."
+        )
+    else:
+        body["status"] = "ok"
+    return JsonResponse(body, status=503 if database is not None else 200)

@@ -16,7 +16,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TextIO
 
-from django.utils import timezone
 
 from engagement.apis import EventInputSerializer, validate_each
 from engagement.services import CatalogResult, EventIn, ProductIn, events_ingest, products_upsert
@@ -150,14 +149,17 @@ def read_jsonl_rows(stream: TextIO) -> Iterator[tuple[int, object]]:
 
 
 def validate_rows(rows: list[tuple[int, object]]) -> tuple[list[EventIn], list[RowError]]:
-    """Validate with the API's rules; a missing ``occurred_at`` means now, as in the API."""
+    """Validate with the API's rules; a missing ``occurred_at`` means now, as in the API.
+
+    Left None, so ingest stamps it with the receive time itself, as for the API: the
+    click-fraud check then knows the time is not the shop's (docs/engagement.md "Click fraud").
+    """
     errors = [item for _, item in rows if isinstance(item, RowError)]
     candidates = [(line, item) for line, item in rows if not isinstance(item, RowError)]
     valid, rejected = validate_each(EventInputSerializer(), [item for _, item in candidates])
     errors += [RowError(candidates[r["index"]][0], r["errors"]) for r in rejected]
     errors.sort(key=lambda e: e.line)
-    now = timezone.now()
-    return [EventIn(**{"occurred_at": now, **data}) for data in valid], errors
+    return [EventIn(**{"occurred_at": None, **data}) for data in valid], errors
 
 
 # --- MovieLens (ml-100k: u.data + u.item; ml-1m: ratings.dat + movies.dat) ---

@@ -1,5 +1,6 @@
 """Customers, products, the events the shop sends, and the engagement folded from them."""
 
+from django.core.exceptions import ValidationError
 from django.db import models
 from rest_framework_api_key.models import AbstractAPIKey
 
@@ -143,13 +144,80 @@ class EngagementWatermark(models.Model):
         return f"{self.name} @ {self.last_event_id}"
 
 
+class ApiKeyScope(models.TextChoices):
+    """What a key may do (README "API"); each API view needs one."""
+
+    INGEST = "ingest", "send events and the catalog"
+    RECOMMEND = "recommend", "read recommendations and popular products"
+    ADMIN = "admin", "start and cancel training runs, read, promote and roll back model versions"
+
+
+SHOP_SCOPES = [ApiKeyScope.INGEST.value, ApiKeyScope.RECOMMEND.value]
+ALL_SCOPES = [scope.value for scope in ApiKeyScope]
+
+
+def shop_scopes() -> list[str]:
+    """The scopes of a key created without any named: what the shop's storefront needs."""
+    return list(SHOP_SCOPES)
+
+
+def validate_scopes(value) -> None:
+    """Accept a list of distinct known scope names, at least one."""
+    if not isinstance(value, list) or not value:
+        raise ValidationError("Give a list of at least one scope.")
+    unknown = [scope for scope in value if scope not in ALL_SCOPES]
+    if unknown or len(set(value)) != len(value):
+        raise ValidationError(f"Scopes are distinct names among {', '.join(ALL_SCOPES)}; got {value!r}.")
+
+
 class ShopApiKey(AbstractAPIKey):
     """A key the shop sends as ``Authorization: Api-Key <key>``; only its hash is stored."""
 
-    # A shop key sends events and reads recommendations; an admin key may also start
-    # training runs and promote or roll back models (``create_api_key NAME --admin``).
-    is_admin = models.BooleanField(default=False, help_text="May start training and promote models.")
+    # A list, not three booleans: a view asks for one scope by name, and the admin and
+    # create_api_key (--scope, repeatable) name them the same way. JSON works on SQLite too.
+    scopes = models.JSONField(
+        default=shop_scopes,
+        validators=[validate_scopes],
+        help_text="What the key may do: ingest, recommend, admin (create_api_key NAME --scope ...).",
+    )
 
     class Meta(AbstractAPIKey.Meta):
         verbose_name = "shop API key"
         verbose_name_plural = "shop API keys"
+
+    def has_scope(self, scope: str) -> bool:
+        # A list only: scopes="ingest,admin" set in a shell would otherwise grant "in" and "admin"
+        # by substring. Such a key has no scope until it is given a list.
+        return isinstance(self.scopes, list) and scope in self.scopes
+
+
+class SuspiciousCustomer(models.Model):
+    """A customer whose traffic no person could make: kept, but left out of training (docs/engagement.md "Click fraud").
+
+    The fold flags a customer when, in any 60 s, their events number more than
+    RECSITE_FRAUD_MAX_EVENTS_PER_MINUTE, or the dwell they claim (clipped per event, as
+    the score clips it) passes those 60 s by more than RECSITE_FRAUD_DWELL_SLACK_MS. Only
+    live events with the shop's own occurred_at are judged (not imported history).
+    Their events stay stored and folded; training and popular products skip them.
+    Deleting the row clears the flag (until such traffic comes again).
+    """
+
+    customer = models.OneToOneField(Customer, on_delete=models.CASCADE, primary_key=True, related_name="suspicion")
+    too_many_events = models.BooleanField(default=False, help_text="More events in a minute than a person makes.")
+    too_much_dwell = models.BooleanField(default=False, help_text="More dwell in a minute than the minute holds.")
+    max_events_per_minute = models.PositiveIntegerField(default=0)
+    max_dwell_ms_per_minute = models.BigIntegerField(default=0)  # clipped per event, summed over the minute
+    first_seen_at = models.DateTimeField(help_text="Start of the first implausible minute.")
+    last_seen_at = models.DateTimeField(help_text="Start of the latest implausible minute.")
+    flagged_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-last_seen_at"]
+
+    def __str__(self) -> str:
+        return f"{self.customer_id}: {', '.join(self.reasons)}"
+
+    @property
+    def reasons(self) -> list[str]:
+        return [name for name, flagged in (("events_per_minute", self.too_many_events),
+                                           ("dwell_over_wall_clock", self.too_much_dwell)) if flagged]  # fmt: skip

@@ -2,16 +2,38 @@ from dataclasses import dataclass
 
 from rest_framework.permissions import BasePermission
 
-from .models import ShopApiKey
+from .models import ApiKeyScope, ShopApiKey
 
 
 class HasShopApiKey(BasePermission):
-    """Allow a request that carries a valid, unrevoked shop API key."""
+    """Allow a request that carries a valid, unrevoked shop API key (the default; views name a scope)."""
 
     message = "Send a valid key: Authorization: Api-Key <key>."
 
     def has_permission(self, request, view) -> bool:
         return isinstance(request.auth, ShopApiKey)
+
+
+def key_has_scope(request, scope: str) -> bool:
+    return isinstance(request.auth, ShopApiKey) and request.auth.has_scope(scope)
+
+
+class CanIngest(BasePermission):
+    """A key with the ``ingest`` scope: events and the catalog."""
+
+    message = "This needs an API key with the 'ingest' scope."
+
+    def has_permission(self, request, view) -> bool:
+        return key_has_scope(request, ApiKeyScope.INGEST)
+
+
+class CanRecommend(BasePermission):
+    """A key with the ``recommend`` scope: recommendations and popular products."""
+
+    message = "This needs an API key with the 'recommend' scope."
+
+    def has_permission(self, request, view) -> bool:
+        return key_has_scope(request, ApiKeyScope.RECOMMEND)
 
 
 ADMIN_GROUP = "recsys-admin"
@@ -43,22 +65,22 @@ def user_may_read(user) -> bool:
 
 
 class IsRecsysAdmin(BasePermission):
-    """An admin API key, or a signed-in staff / recsys-admin user."""
+    """A key with the ``admin`` scope, or a signed-in staff / recsys-admin user."""
 
-    message = "This needs an admin API key (create_api_key NAME --admin) or a recsys-admin user."
+    message = "This needs an API key with the 'admin' scope (create_api_key NAME --admin) or a recsys-admin user."
 
     def has_permission(self, request, view) -> bool:
         if isinstance(request.auth, ShopApiKey):
-            return request.auth.is_admin
+            return request.auth.has_scope(ApiKeyScope.ADMIN)
         return user_may_administer(request.user)
 
 
 class CanReadTraining(BasePermission):
-    """Reads of training runs and model versions: admin keys, admins and merchandisers."""
+    """Reads of training runs and model versions: ``admin``-scoped keys, admins and merchandisers."""
 
-    message = "This needs an admin API key, or a merchandiser or recsys-admin user."
+    message = "This needs an API key with the 'admin' scope, or a merchandiser or recsys-admin user."
 
     def has_permission(self, request, view) -> bool:
         if isinstance(request.auth, ShopApiKey):
-            return request.auth.is_admin
+            return request.auth.has_scope(ApiKeyScope.ADMIN)
         return user_may_read(request.user)

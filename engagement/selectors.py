@@ -106,7 +106,8 @@ def _ranked(
     exclude: Collection[str] = (),
 ) -> list[PopularProduct]:
     """Rank products in one aggregate query: GROUP BY product over Engagement."""
-    pairs = Engagement.objects.filter(product__active=True)
+    # Customers flagged for click fraud do not make a product popular (services/fraud.py).
+    pairs = Engagement.objects.filter(product__active=True, customer__suspicion__isnull=True)
     if days is not None:
         pairs = pairs.filter(last_event_at__gte=now - timedelta(days=days))
     if category is not None:

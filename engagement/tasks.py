@@ -40,4 +40,5 @@ def compute_engagement(full: bool = False) -> dict[str, int]:
         "events_folded": result.events_folded,
         "pairs_touched": result.pairs_touched,
         "watermark": result.watermark,
+        "customers_flagged": result.customers_flagged,
     }

@@ -257,7 +257,8 @@ REST_FRAMEWORK = {
     "DEFAULT_THROTTLE_RATES": {"api_key": env_str("RECSITE_API_KEY_RATE", "6000/min")},
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    # drf-spectacular's, plus the error answers every operation can give (docs/reliability.md, fuzzing).
+    "DEFAULT_SCHEMA_CLASS": "recsite.schema.ErrorDocumentingAutoSchema",
     "EXCEPTION_HANDLER": "engagement.exceptions.api_exception_handler",
     "UNAUTHENTICATED_USER": None,
 }
@@ -361,6 +362,19 @@ RECSITE_ENGAGEMENT = {
     "DWELL_WEIGHT": env_float("RECSITE_DWELL_WEIGHT", 0.4),
     "CLICK_WEIGHT": env_float("RECSITE_CLICK_WEIGHT", 0.4),
     "HALF_LIFE_DAYS": env_float("RECSITE_HALF_LIFE_DAYS", 30.0),
+}
+
+# Click fraud (docs/engagement.md "Click fraud"): the fold flags a customer whose events in
+# any 60 s are more than a person makes, or whose dwell in any 60 s (clipped per event)
+# passes 60 s by more than the slack. The slack is one capped read by default: an event's
+# dwell is time spent before it, so one read may have started before the 60 s. Only live
+# events are judged: received at most MAX_LAG_SECONDS after they happened (imported history
+# is not), with occurred_at sent by the shop. ENABLED false skips the check (no flags).
+RECSITE_FRAUD = {
+    "ENABLED": env_bool("RECSITE_FRAUD_ENABLED", True),
+    "MAX_EVENTS_PER_MINUTE": env_int("RECSITE_FRAUD_MAX_EVENTS_PER_MINUTE", 60),
+    "DWELL_SLACK_MS": env_int("RECSITE_FRAUD_DWELL_SLACK_MS", RECSITE_ENGAGEMENT["DWELL_CAP_MS"]),
+    "MAX_LAG_SECONDS": env_int("RECSITE_FRAUD_MAX_LAG_SECONDS", 24 * 3600),
 }
 
 # Popular products are ranked by one GROUP BY over engagement; each ranking is cached

@@ -21,3 +21,7 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
 ]
+
+# No traceback, SQL or settings in an unhandled error's answer (docs/reliability.md "Security").
+handler500 = "engagement.exceptions.server_error"
+handler404 = "engagement.exceptions.page_not_found"

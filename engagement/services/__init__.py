@@ -3,6 +3,7 @@
 from .catalog import CatalogResult, ProductIn, products_upsert
 from .events import EventIn, IngestResult, customers_ensure, events_ingest, products_ensure_stubs
 from .folding import FoldResult, engagement_fold
+from .fraud import suspicious_customers_flag
 
 __all__ = [
     "CatalogResult",
@@ -15,4 +16,5 @@ __all__ = [
     "events_ingest",
     "products_ensure_stubs",
     "products_upsert",
+    "suspicious_customers_flag",
 ]

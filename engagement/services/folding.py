@@ -14,8 +14,10 @@ which equals a recompute over all events whatever order they arrive in.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
+from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import Max
 from django.utils import timezone
@@ -24,6 +26,9 @@ from engagement.models import Engagement, EngagementWatermark, InteractionEvent,
 from engagement.scoring import MAX_DECAY_HALF_LIVES, MAX_EXPONENT, SUM_FLOOR, EngagementWeights
 
 from .events import INGEST_ADVISORY_LOCK
+from .fraud import suspicious_customers_flag
+
+logger = logging.getLogger(__name__)
 
 WATERMARK_NAME = "engagement"
 # PostgreSQL's work_mem while folding (one fold runs at a time: the watermark lock). At
@@ -37,6 +42,7 @@ class FoldResult:
     events_folded: int
     pairs_touched: int
     watermark: int  # events with id <= this are in Engagement
+    customers_flagged: int = 0  # flagged or updated as suspicious by this fold (services/fraud.py)
 
 
 def engagement_fold(*, full: bool = False) -> FoldResult:
@@ -63,7 +69,7 @@ def engagement_fold(*, full: bool = False) -> FoldResult:
             # Nothing new, or another run got past our bound while we waited for the lock.
             return FoldResult(events_folded=0, pairs_touched=0, watermark=low)
         events_folded = InteractionEvent.objects.filter(pk__gt=low, pk__lte=high).count()
-        pairs_touched = 0
+        pairs_touched = customers_flagged = 0
         if events_folded:
             with connection.cursor() as cursor:
                 if connection.vendor == "postgresql":
@@ -76,9 +82,31 @@ def engagement_fold(*, full: bool = False) -> FoldResult:
                 pairs_touched = cursor.rowcount
                 # The per-day rollup from the same events, in the same transaction.
                 cursor.execute(product_day_upsert_sql(), params)
+            # Flags commit with the fold: no training run sees these events unflagged.
+            customers_flagged = _flag_suspicious_customers(low=low, high=high)
         watermark.last_event_id = high
         watermark.save(update_fields=["last_event_id", "updated_at"])
-    return FoldResult(events_folded=events_folded, pairs_touched=pairs_touched, watermark=high)
+    return FoldResult(
+        events_folded=events_folded, pairs_touched=pairs_touched, watermark=high, customers_flagged=customers_flagged
+    )
+
+
+def _flag_suspicious_customers(*, low: int, high: int) -> int:
+    """Run the click-fraud check in a savepoint; if it fails, log it and let the fold commit.
+
+    Scoring matters more than flagging: a fraud step that always fails (a bad setting, an
+    SQL error) must not roll back every fold and stop engagement from moving. Its events
+    are judged again when a later fold touches the same customers' minutes, or by
+    ``compute_engagement --full``.
+    """
+    if not settings.RECSITE_FRAUD.get("ENABLED", True):
+        return 0
+    try:
+        with transaction.atomic():
+            return suspicious_customers_flag(low=low, high=high)
+    except Exception:
+        logger.exception("Click-fraud check failed for events (%d, %d]; folded without it.", low, high)
+        return 0
 
 
 def _committed_event_id_bound() -> int:

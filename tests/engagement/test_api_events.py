@@ -302,12 +302,13 @@ def test_it_answers_503_with_retry_after_when_the_database_is_unavailable(shop_c
     assert response["Retry-After"] == "5"
 
 
-def test_it_ignores_fields_the_contract_does_not_name(shop_client):
+def test_it_rejects_an_event_with_fields_the_contract_does_not_name_saying_which(shop_client):
     event = make_event(score=1.0, is_staff=True, engagement=99)
 
     response = post(shop_client, [event])
 
-    assert response.json()["accepted"] == 1
+    assert response.json()["accepted"] == 0
+    assert set(response.json()["rejected"][0]["errors"]) == {"score", "is_staff", "engagement"}
 
 
 def test_it_answers_400_for_json_nested_too_deeply_to_parse(shop_client):

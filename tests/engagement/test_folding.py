@@ -280,3 +280,26 @@ def test_it_waits_for_an_uncommitted_ingest_before_moving_the_watermark(transact
     assert still_waiting
     assert fold_results[0].events_folded == 5
     assert sum(e["event_count"] for e in stored().values()) == 5
+
+
+def test_a_failing_click_fraud_check_is_logged_and_the_fold_still_commits(db, monkeypatch, caplog):
+    """A fraud step that fails every time (here a real SQL error, which on PostgreSQL aborts the
+    transaction unless it ran in a savepoint) must not stop scoring: the fold commits without it."""
+
+    def broken_check(*, low: int, high: int) -> int:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT no_such_column FROM engagement_interactionevent")
+        return 0
+
+    monkeypatch.setattr("engagement.services.folding.suspicious_customers_flag", broken_check)
+    events_ingest(events=make_events(random.Random(8), 30))
+
+    with caplog.at_level("ERROR", logger="engagement.services.folding"):
+        result = engagement_fold()
+
+    assert (result.events_folded, result.customers_flagged) == (30, 0)
+    assert EngagementWatermark.objects.get().last_event_id == result.watermark
+    assert_same(stored(), reference())
+    [record] = [r for r in caplog.records if r.name == "engagement.services.folding"]
+    assert record.levelname == "ERROR" and record.exc_info is not None
+    assert "Click-fraud check failed" in record.getMessage()

@@ -33,7 +33,7 @@ import requests
 import torch
 from django.conf import settings
 
-from engagement.models import Customer, Product, ShopApiKey
+from engagement.models import ALL_SCOPES, Customer, Product, ShopApiKey
 from engagement.selectors import popular_cache_clear
 from tests.celery_worker import ROOT, _die_with_parent, worker_env
 from tests.conftest import ON_POSTGRES
@@ -281,7 +281,7 @@ def shop_key(transactional_db) -> str:
 
 @pytest.fixture
 def admin_key(transactional_db) -> str:
-    _, key = ShopApiKey.objects.create_key(name="faults admin", is_admin=True)
+    _, key = ShopApiKey.objects.create_key(name="faults admin", scopes=list(ALL_SCOPES))
     return key
 
 

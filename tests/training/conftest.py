@@ -14,7 +14,7 @@ from rest_framework.test import APIClient
 
 from engagement import demo
 from engagement.importing import ChunkedIngest, upsert_catalog_in_chunks
-from engagement.models import ShopApiKey
+from engagement.models import ALL_SCOPES, ShopApiKey
 from engagement.selectors import popular_cache_clear
 from engagement.services import engagement_fold
 from training.ml.artifact import save_artifact
@@ -57,7 +57,7 @@ def _fresh_serving_and_models(settings, tmp_path):
 
 @pytest.fixture
 def admin_key(db) -> str:
-    _, key = ShopApiKey.objects.create_key(name="test admin", is_admin=True)
+    _, key = ShopApiKey.objects.create_key(name="test admin", scopes=list(ALL_SCOPES))
     return key
 
 

@@ -44,4 +44,6 @@ def test_create_api_key_makes_an_admin_key_only_when_asked():
     call_command("create_api_key", "storefront", stdout=StringIO(), stderr=StringIO())
     call_command("create_api_key", "ci", "--admin", stdout=StringIO(), stderr=StringIO())
 
-    assert dict(ShopApiKey.objects.values_list("name", "is_admin")) == {"storefront": False, "ci": True}
+    assert dict(ShopApiKey.objects.values_list("name", "scopes")) == {
+        "storefront": ["ingest", "recommend"], "ci": ["ingest", "recommend", "admin"]
+    }  # fmt: skip

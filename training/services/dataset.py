@@ -68,8 +68,10 @@ def training_data_load(*, weights: EngagementWeights | None = None, recency: str
     # A pair with no signal at all (an impression: 0 ms, no click) is not a positive: it
     # must not become a held-out item, count towards a customer's two, or be trained on.
     engaged = Q(hover_decayed__gt=0) | Q(dwell_decayed__gt=0) | Q(clicks_decayed__gt=0)
+    # Customers flagged for click fraud (engagement.services.fraud) are not trained on:
+    # their events are kept, but their engagement would teach the model the bot's target.
     rows = list(
-        Engagement.objects.filter(engaged).order_by().values_list(
+        Engagement.objects.filter(engaged, customer__suspicion__isnull=True).order_by().values_list(
             "customer__external_id",
             "product__external_id",
             "hover_decayed",

@@ -256,14 +256,19 @@ def _served_version(version_id: int) -> ServedModel | None:
     return served if served is not None and served.version_id == version_id else None
 
 
-_customer_ids_memo: tuple[int, list[str]] | None = None
+_customer_ids_memo: tuple[tuple[int, str], list[str]] | None = None
 
 
 def _customer_ids(served: ServedModel) -> list[str]:
-    """Return the served model's customer ids by index (the artifact keeps them as a dict)."""
+    """Return the served model's customer ids by index (the artifact keeps them as a dict).
+
+    Remembered by version id *and* artifact checksum, as the cached lists are keyed: a
+    version id reused by a rebuilt database (a restore, a test run) is another model.
+    """
     global _customer_ids_memo
-    if _customer_ids_memo is None or _customer_ids_memo[0] != served.version_id:
-        _customer_ids_memo = (served.version_id, list(served.loaded.customer_index))
+    key = (served.version_id, served.loaded.sha256)
+    if _customer_ids_memo is None or _customer_ids_memo[0] != key:
+        _customer_ids_memo = (key, list(served.loaded.customer_index))
     return _customer_ids_memo[1]
 
 

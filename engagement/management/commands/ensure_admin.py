@@ -6,7 +6,7 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 from django.db import transaction
 
-from engagement.models import ShopApiKey
+from engagement.models import ALL_SCOPES, ShopApiKey
 
 USERNAME = "admin"
 
@@ -35,7 +35,7 @@ class Command(BaseCommand):
             User.objects.create_superuser(USERNAME, email="", password=password)
             # The demo key comes with the first admin only, so re-runs don't pile up keys.
             _, key = ShopApiKey.objects.create_key(name="demo")
-            _, admin_key = ShopApiKey.objects.create_key(name="demo-admin", is_admin=True)
+            _, admin_key = ShopApiKey.objects.create_key(name="demo-admin", scopes=list(ALL_SCOPES))
 
         example = {
             "events": [
@@ -48,13 +48,13 @@ class Command(BaseCommand):
                     "Created the superuser (shown once, only its hash is stored):",
                     f"  username: {USERNAME}",
                     f"  password: {password}",
-                    "Created a shop API key (shown once, only its hash is stored):",
+                    "Created a shop API key (scopes ingest, recommend; shown once, only its hash is stored):",
                     f"  api key: {key}",
                     "Send an event with it:",
                     f"  curl -X POST {base_url.rstrip('/')}/api/v1/events/ \\",
                     f"    -H 'Authorization: Api-Key {key}' -H 'Content-Type: application/json' \\",
                     f"    -d '{json.dumps(example)}'",
-                    "Created an admin API key (may also train and promote models):",
+                    "Created an admin API key (every scope: may also train and promote models):",
                     f"  admin api key: {admin_key}",
                     "Train a model and follow it:",
                     f"  curl -X POST {base_url.rstrip('/')}/api/v1/training-runs/ -H 'Authorization: Api-Key {admin_key}'",
