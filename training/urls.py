@@ -6,6 +6,7 @@ app_name = "training"
 
 urlpatterns = [
     path("recommendations/<str:customer>/", apis.RecommendationListApi.as_view(), name="recommendations"),
+    path("products/<str:product>/similar/", apis.ProductSimilarApi.as_view(), name="product-similar"),
     path("training-runs/", apis.TrainingRunListApi.as_view(), name="training-runs"),
     path("training-runs/<int:run_id>/", apis.TrainingRunDetailApi.as_view(), name="training-run"),
     path("training-runs/<int:run_id>/cancel/", apis.TrainingRunCancelApi.as_view(), name="training-run-cancel"),

@@ -10,6 +10,7 @@ from django.db.models.functions import Cast
 
 from engagement.models import Customer, Engagement, Product
 from training.serving import recommendations_for
+from training.services.explain import Because, recommendations_explain
 
 SEARCH_LIMIT = 20
 RECOMMENDATIONS_K = 10
@@ -44,6 +45,7 @@ class RecommendationRow:
     rank: int
     product: Product
     score: float
+    because: Because | None  # why: the supporting engaged products, or why popular products
 
 
 @dataclass(frozen=True)
@@ -120,11 +122,13 @@ def customer_engagement_history(*, customer: Customer, sort: str = HISTORY_DEFAU
 
 
 def customer_recommendations(*, customer: Customer, k: int = RECOMMENDATIONS_K) -> CustomerRecommendations:
-    """Return what the API serves this customer now, with the products' catalog rows (one query)."""
+    """Return what the API serves this customer now, with the products' catalog rows and why (``?explain=true``)."""
     served = recommendations_for(customer=customer.external_id, k=k)
     products = Product.objects.in_bulk([item.product for item in served.items], field_name="external_id")
+    reasons = recommendations_explain(served)
     rows = [
-        RecommendationRow(rank=item.rank, product=products[item.product], score=item.score)
+        RecommendationRow(rank=item.rank, product=products[item.product], score=item.score,
+                          because=reasons.get(item.product))  # fmt: skip
         for item in served.items
         if item.product in products  # deleted since the model was trained: nothing to link to
     ]

@@ -18,6 +18,7 @@ from django.utils import timezone
 from engagement.models import Customer, Engagement, Product, ProductDay
 from engagement.selectors import POPULAR_CACHE_DEPTH, popular_cache_version, products_popular
 from training.serving import ACTIVE_CHECK_MARGIN, ServedModel, served_model
+from training.services.explain import SimilarProducts, products_similar
 
 WINDOWS = (7, 30, 90)  # days
 DEFAULT_WINDOW = 30
@@ -29,6 +30,7 @@ TOP_CUSTOMERS = 10
 REACH_TOP_K = 10  # "in the top 10": what recommendations_for serves by default
 REACH_CACHE_SECONDS = 300
 REACH_BATCH = 256  # customers scored per CatalogScorer call (its own chunking bounds the memory)
+SIMILAR_K = 10
 
 
 @dataclass(frozen=True)
@@ -159,8 +161,9 @@ def _days_by_product(*, first_day: date) -> QuerySet:
 
 def _engagement_by_product(*, since: datetime) -> QuerySet:
     # Rounded in SQL, as products_popular does: SQLite sums the decimal scores as floats.
+    # As there too, customers flagged for click fraud (engagement.services.fraud) don't count.
     return (
-        Engagement.objects.filter(last_event_at__gte=since)
+        Engagement.objects.filter(last_event_at__gte=since, customer__suspicion__isnull=True)
         .values("product_id")
         .annotate(total=Round(Sum("score"), 3), customers=Count("customer_id"))
     )
@@ -227,6 +230,11 @@ def product_top_customers(*, product: Product, limit: int = TOP_CUSTOMERS) -> Qu
         .annotate(dwell_s=Cast("dwell_ms_total", FloatField()) / 1000.0)
         .order_by("-score", "-last_event_at", "customer__external_id")[:limit]
     )
+
+
+def product_similar_products(*, product: Product, k: int = SIMILAR_K) -> SimilarProducts:
+    """Return what GET /api/v1/products/<id>/similar/ answers: the nearest active products in the model's space."""
+    return products_similar(product=product, k=k)
 
 
 def product_reach_counts() -> ReachCounts | None:

@@ -11,10 +11,12 @@ from dashboard.selectors.products import (
     DEFAULT_SORT,
     RANKING_SORTS,
     REACH_TOP_K,
+    SIMILAR_K,
     WINDOWS,
     product_activity,
     product_categories,
     product_reach_counts,
+    product_similar_products,
     product_top_customers,
     product_totals,
     products_ranking,
@@ -75,6 +77,7 @@ def _product_context(product: Product) -> dict:
         ),
         "top_customers": product_top_customers(product=product),
         "top_k": REACH_TOP_K,
+        "similar_k": SIMILAR_K,
     }
 
 
@@ -102,10 +105,22 @@ def product_reach(request, product: str):
     return render(request, "dashboard/product_detail.html", {**_product_context(product), **_reach_context(product)})
 
 
+@require_GET
+@reader_required
+def product_similar(request, product: str):
+    """The product's nearest products in the model's space: the page's lazy panel, or the whole page without JS."""
+    product = get_object_or_404(Product, external_id=product)
+    similar = {"similar_loaded": True, "similar": product_similar_products(product=product)}
+    if _fragment(request, "product-similar"):
+        return render(request, "dashboard/product_detail.html#similar", {"product": product, **similar})
+    return render(request, "dashboard/product_detail.html", {**_product_context(product), **similar})
+
+
 # <path:>, not <str:>: the shop's ids may hold a "/", and one such id must not break
-# the ranking's links. The reach route comes first, since a detail path would match it.
+# the ranking's links. The reach and similar routes come first, since a detail path would match them.
 urlpatterns = [
     path("products/", product_list, name="product_list"),
     path("products/<path:product>/reach/", product_reach, name="product_reach"),
+    path("products/<path:product>/similar/", product_similar, name="product_similar"),
     path("products/<path:product>/", product_detail, name="product_detail"),
 ]

@@ -7,12 +7,15 @@ from datetime import timedelta
 from decimal import Decimal
 
 import pytest
+from django.db.models import F
+from django.utils.html import escape
 from django.urls import reverse
 from django.utils import timezone
 
 from engagement.models import Customer, Engagement, Product
 from training.services.versions import model_version_promote
 from training.serving import recommendations_for
+from training.services.explain import recommendations_explain, seconds_text
 
 HTMX = {"HX-Request": "true"}
 LIST = reverse("dashboard:customer_list")
@@ -241,15 +244,55 @@ def test_with_a_promoted_model_the_customer_gets_the_models_top_ten(merchandiser
     assert f"{served.items[0].score:.4f}" in first
 
 
-def test_the_recommendations_leave_an_empty_why_column(merchandiser_web, history):
+def _why(html: str) -> dict[str, str]:
+    """Return each recommendation row's Why cell, by product."""
+    table = re.search(r'<table id="recommendations">(.*?)</table>', html, re.S).group(1)
+    return dict(re.findall(r'<tr data-product="([^"]+)">.*?<td class="why">(.*?)</td>', table, re.S))
+
+
+def test_without_a_model_the_why_column_says_the_products_are_popular_and_why(merchandiser_web, history):
     unseen = Product.objects.create(external_id="p-unseen")
     other = Customer.objects.create(external_id="c-other")
     Engagement.objects.create(customer=other, product=unseen, score=Decimal("0.5"), last_event_at=timezone.now())
     html = merchandiser_web.get(_detail("c-history")).text
-    table = re.search(r'<table id="recommendations">(.*?)</table>', html, re.S).group(1)
-    assert "<th>Why</th>" in table
-    rows = re.findall(r"<tr data-product=.*?</tr>", table, re.S)
-    assert rows and all('<td class="why"></td>' in row for row in rows)
+    assert "<th>Why</th>" in html
+    why = _why(html)
+    assert list(why) == ["p-unseen"]
+    assert 'data-reason="no_model"' in why["p-unseen"] and "no trained model is serving yet" in why["p-unseen"]
+    assert "data-supporting-product" not in why["p-unseen"]
+
+
+def test_with_a_model_the_why_column_cites_the_supporting_products_with_links_and_signals(
+    merchandiser_web, history, make_version
+):
+    Product.objects.bulk_create(Product(external_id=f"q-{i:02d}", category="toys") for i in range(15))
+    # Half seconds of dwell: the page must round as the sentence does (10.5 s is "11 s"), not floor.
+    Engagement.objects.filter(customer=history).update(
+        dwell_decayed=0.5, clicks_decayed=1.0, dwell_ms_total=F("dwell_ms_total") + 500
+    )
+    products = [p.external_id for p in Product.objects.order_by("external_id")]
+    version = make_version(customer_ids=["c-history"], product_ids=products, seed=3)
+    model_version_promote(version_id=version.pk, actor="test")
+    served = recommendations_for(customer="c-history", k=10)
+    reasons = recommendations_explain(served)
+
+    why = _why(merchandiser_web.get(_detail("c-history")).text)
+
+    assert list(why) == [item.product for item in served.items]
+    assert any(reason.products for reason in reasons.values())  # something to show
+    for product, cell in why.items():
+        because = reasons[product]
+        assert f'data-reason="{because.reason}"' in cell and escape(because.sentence) in cell
+        cited = re.findall(r'<li data-supporting-product="([^"]+)"><a href="([^"]+)">', cell)
+        assert [p for p, _ in cited] == [support.product for support in because.products]
+        for (support_id, link), support in zip(cited, because.products, strict=True):
+            assert link == reverse("dashboard:product_detail", args=[support_id])
+            engagement = Engagement.objects.get(customer=history, product__external_id=support_id)
+            if engagement.dwell_ms_total:  # the sentence's string (seconds_text), rounded, not floored
+                assert f"{seconds_text(support.dwell_s)} dwell" in cell
+                assert support.dwell_s == round(engagement.dwell_ms_total / 1000, 1)
+            if engagement.clicks:
+                assert f"{engagement.clicks} click" in cell
 
 
 # --- queries ---
@@ -276,8 +319,11 @@ def test_the_customer_page_takes_a_fixed_number_of_queries(
         merchandiser_web.get(_detail("c-history"))  # the model is loaded once per process, not per page
     # session, user, two group checks, customer, summary, count, page; then serving: the
     # promoted version and catalog stamp (with a model), seen products, the popular
-    # ranking or the shortlist's catalog check; and the recommended products.
-    with django_assert_max_num_queries(13):
+    # ranking or the shortlist's catalog check; and the recommended products. Then the
+    # Why column: the serving check again (free between refreshes; tests refresh every
+    # time: 1-2) and the customer's engaged products (model) or whether they have any
+    # (popular).
+    with django_assert_max_num_queries(15):
         merchandiser_web.get(_detail("c-history"), {"sort": "dwell", "page": 2})
     with django_assert_max_num_queries(7):
         merchandiser_web.get(_detail("c-history"), {"page": 2}, headers={**HTMX, "HX-Target": "history"})

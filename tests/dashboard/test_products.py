@@ -28,6 +28,10 @@ def _reach(product: str) -> str:
     return reverse("dashboard:product_reach", args=[product])
 
 
+def _similar(product: str) -> str:
+    return reverse("dashboard:product_similar", args=[product])
+
+
 def _ranked(html: str) -> list[str]:
     table = re.search(r'<table id="product-ranking">(.*?)</table>', html, re.S)
     assert table, "no #product-ranking table"
@@ -91,25 +95,25 @@ def shop(db):
 # --- access ---
 
 
-@pytest.mark.parametrize("url", [LIST, _detail("p-fresh"), _reach("p-fresh")])
+@pytest.mark.parametrize("url", [LIST, _detail("p-fresh"), _reach("p-fresh"), _similar("p-fresh")])
 def test_anonymous_visitors_are_sent_to_log_in(url, anonymous_web):
     response = anonymous_web.get(url)
     assert response.status_code == 302
     assert response["Location"].startswith(f"/accounts/login/?next={url}")
 
 
-@pytest.mark.parametrize("url", [LIST, _detail("p-fresh"), _reach("p-fresh")])
+@pytest.mark.parametrize("url", [LIST, _detail("p-fresh"), _reach("p-fresh"), _similar("p-fresh")])
 def test_a_signed_in_user_outside_both_groups_is_refused(url, outsider_web, shop):
     assert outsider_web.get(url).status_code == 403
 
 
-@pytest.mark.parametrize("url", [LIST, _detail("p-fresh"), _reach("p-fresh")])
+@pytest.mark.parametrize("url", [LIST, _detail("p-fresh"), _reach("p-fresh"), _similar("p-fresh")])
 def test_merchandisers_and_admins_may_read_the_product_pages(url, merchandiser_web, admin_web, shop):
     assert merchandiser_web.get(url).status_code == 200
     assert admin_web.get(url).status_code == 200
 
 
-@pytest.mark.parametrize("url", [_detail("nothing"), _reach("nothing")])
+@pytest.mark.parametrize("url", [_detail("nothing"), _reach("nothing"), _similar("nothing")])
 def test_an_unknown_product_is_not_found(url, merchandiser_web):
     assert merchandiser_web.get(url).status_code == 404
 
@@ -357,6 +361,44 @@ def test_the_ranking_takes_a_fixed_number_of_queries(sort, merchandiser_web, db,
         merchandiser_web.get(LIST, {"sort": sort, "page": 3}, headers={**HTMX, "HX-Target": "ranking"})
 
 
+# --- similar products ---
+
+
+def test_the_similar_products_are_loaded_after_the_page_and_linked_without_js(merchandiser_web, shop):
+    html = merchandiser_web.get(_detail("p-fresh")).text
+    placeholder = re.search(r'<div id="product-similar"[^>]*>(.*?)</div>', html, re.S)
+    assert f'hx-get="{_similar("p-fresh")}"' in placeholder.group(0) and 'hx-trigger="load"' in placeholder.group(0)
+    assert f'<a href="{_similar("p-fresh")}">' in placeholder.group(1)
+
+
+def test_without_a_model_the_similar_panel_says_none_is_serving(merchandiser_web, shop):
+    response = merchandiser_web.get(_similar("p-fresh"), headers={**HTMX, "HX-Target": "product-similar"})
+    assert response.text.strip().startswith('<div id="product-similar" data-reason="no_model"')
+    assert "No model is serving" in response.text
+
+
+def test_the_similar_panel_lists_what_the_api_serves_with_links(merchandiser_web, shop_client, make_version):
+    _, _, version = _reach_shop(make_version)
+    api = shop_client.get("/api/v1/products/p-01/similar/").json()
+    fragment = merchandiser_web.get(_similar("p-01"), headers={**HTMX, "HX-Target": "product-similar"}).text
+    page = merchandiser_web.get(_similar("p-01")).text  # without JS: the whole page with the panel
+
+    table = re.search(r'<table id="similar-products">(.*?)</table>', fragment, re.S).group(1)
+    rows = re.findall(r'<tr data-product="([^"]+)">', table)
+    assert rows == [item["product"] for item in api["items"]] and len(rows) == 10
+    assert not {"p-01", "p-04", "p-17"} & set(rows)  # itself and the inactive ones
+    assert f'href="{_detail(rows[0])}"' in table and f"{api['items'][0]['similarity']:.3f}" in table
+    assert f"model version {version.pk}" in fragment
+    assert "<h1>" in page and '<table id="similar-products">' in page
+
+
+def test_a_product_newer_than_the_model_says_so(merchandiser_web, make_version):
+    _reach_shop(make_version)
+    Product.objects.create(external_id="p-late")
+    html = merchandiser_web.get(_similar("p-late"), headers={**HTMX, "HX-Target": "product-similar"}).text
+    assert 'data-reason="not_in_model"' in html and "added after the model was trained" in html
+
+
 def test_the_product_page_and_its_reach_take_a_fixed_number_of_queries(
     merchandiser_web, make_version, django_assert_max_num_queries
 ):
@@ -371,6 +413,10 @@ def test_the_product_page_and_its_reach_take_a_fixed_number_of_queries(
         merchandiser_web.get(_reach("p-01"), headers={**HTMX, "HX-Target": "product-reach"})
     with django_assert_max_num_queries(7):
         merchandiser_web.get(_reach("p-02"), headers={**HTMX, "HX-Target": "product-reach"})
+    # ... and for the similar panel: session, user, two group checks, the product, the
+    # serving refresh (two), and the shortlist's active rows.
+    with django_assert_max_num_queries(8):
+        merchandiser_web.get(_similar("p-02"), headers={**HTMX, "HX-Target": "product-similar"})
 
 
 def test_a_product_id_with_a_slash_has_a_page_and_a_reach(merchandiser_web):

@@ -1,0 +1,322 @@
+"""Why each recommendation, and a product's similar products (docs/model.md, "Explanations").
+
+``recommendations_explain`` explains a ranking already made: it never ranks, so asking
+for reasons cannot change the answer. For a model item it cites the customer's engaged
+products whose removal would lower the item's score most (the influence on the
+customer's learnt vector, ``explain_space.supporting_products``), with their signals
+from the engagement table and their categories (the "taste"). Only rows the served
+model was trained on can be cited (``_training_rows``): not the products training held
+out for validation and testing, not rows that changed since it was trained. For a
+popular item it says why the customer got popular products.
+
+``products_similar`` returns a product's nearest active products in the model's product
+space (``explain_space.nearest_products``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import numpy as np
+from django.db.models import Q
+
+from engagement.models import Engagement, Product
+from engagement.scoring import EngagementWeights
+from training.serving import MAX_K, Recommendations, served_model
+from training.services.dataset import channel_targets
+from training.services.explain_space import (
+    MAX_ENGAGED,
+    Dense,
+    InfluenceConfig,
+    negatives_sample,
+    nearest_products,
+    product_space,
+    supporting_products,
+)
+
+# Why a customer got popular products.
+REASON_NO_MODEL = "no_model"  # no promoted model serves
+REASON_NEW_CUSTOMER = "new_customer"  # nothing training would learn from (yet)
+REASON_NOT_IN_MODEL = "not_in_model"  # engaged since the serving model was trained
+# Model items.
+REASON_ENGAGED = "engaged_products"  # the cited products support it
+REASON_NO_SUPPORT = "no_support"  # none of the customer's products stands out
+REASON_MODEL_CHANGED = "model_changed"  # a new version was swapped in between ranking and explaining
+REASONS = (REASON_ENGAGED, REASON_NO_SUPPORT, REASON_MODEL_CHANGED, REASON_NO_MODEL, REASON_NEW_CUSTOMER,
+           REASON_NOT_IN_MODEL)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class SupportingProduct:
+    product: str
+    name: str
+    category: str
+    influence: float  # the estimated drop of the item's score without this product's engagement
+    hover_s: float
+    dwell_s: float
+    clicks: int
+    events: int
+
+    @property
+    def dwell_text(self) -> str:
+        return seconds_text(self.dwell_s)
+
+    @property
+    def hover_text(self) -> str:
+        return seconds_text(self.hover_s)
+
+
+def seconds_text(seconds: float) -> str:
+    """How the sentence and the dashboard write a signal's seconds: "45 s", "2.5 s" (halves round up)."""
+    if seconds >= 10:
+        return f"{int(seconds + 0.5)} s"
+    return f"{int(seconds * 10 + 0.5) / 10:g} s"
+
+
+@dataclass(frozen=True)
+class Because:
+    source: str  # "model" or "popular"
+    reason: str  # one of REASONS
+    sentence: str
+    products: list[SupportingProduct] = field(default_factory=list)
+    taste: list[str] = field(default_factory=list)  # the supporting products' categories, most supporting first
+
+
+@dataclass(frozen=True)
+class SimilarProduct:
+    product: str
+    name: str
+    category: str
+    similarity: float  # cosine in the model's product space
+    rank: int
+
+
+@dataclass(frozen=True)
+class SimilarProducts:
+    product: str
+    model_version: int | None
+    reason: str | None  # None when the list is the model's; "no_model" or "not_in_model" when it is empty
+    items: list[SimilarProduct]
+
+
+def recommendations_explain(recommendations: Recommendations, *, category: str | None = None) -> dict[str, Because]:
+    """Return why each of these recommendations was made, by product id (one or two queries)."""
+    if not recommendations.items:
+        return {}
+    if recommendations.strategy != "model":
+        because = _popular_because(recommendations.customer, category)
+        return {item.product: because for item in recommendations.items}
+    served = served_model()
+    if served is None or served.version_id != recommendations.model_version:
+        changed = Because("model", REASON_MODEL_CHANGED, "The model changed while this was answered; ask again.")
+        return {item.product: changed for item in recommendations.items}
+    loaded = served.loaded
+    index = loaded.customer_index.get(recommendations.customer)
+    config = InfluenceConfig.of_artifact(loaded.extra, loaded.metrics)
+    trained = _training_rows(recommendations.customer, loaded, config) if index is not None else None
+    rows = trained.rows if trained is not None else []
+    items = np.array([loaded.product_index[item.product] for item in recommendations.items], dtype=np.int64)
+    if not rows:  # nothing the model trained on is left (deleted, or changed since): nothing to cite
+        supports = [(np.zeros(0, dtype=np.int64), np.zeros(0))] * len(items)
+    else:
+        dense = Dense.of(loaded.model, loaded.prior, loaded.channel_weights)
+        supports = supporting_products(
+            dense,
+            dense.customer_vector(loaded.model, index),
+            items,
+            np.array([row["index"] for row in rows], dtype=np.int64),
+            trained.targets,
+            negatives_sample(
+                len(loaded.product_ids), trained.every_product, seed=index, positives=trained.total,
+                per_positive=config.negatives_per_positive,
+            ),  # fmt: skip
+            config=config,
+            total_engaged=trained.total,
+        )
+    return {
+        item.product: _model_because(rows, positions, drops)
+        for item, (positions, drops) in zip(recommendations.items, supports, strict=True)
+    }
+
+
+# Training's positives (training/services/dataset.py): a pair with some signal.
+_ENGAGED = Q(hover_decayed__gt=0) | Q(dwell_decayed__gt=0) | Q(clicks_decayed__gt=0)
+
+
+@dataclass(frozen=True)
+class TrainingRows:
+    rows: list[dict]  # the trained rows considered, strongest first (at most MAX_ENGAGED)
+    targets: np.ndarray  # their channel targets as training built them, float32[len(rows), 3]
+    total: int  # all the customer's trained rows (N)
+    every_product: np.ndarray  # every product of the customer's the model knows (never a negative)
+
+
+def _training_rows(customer: str, loaded, config: InfluenceConfig) -> TrainingRows:
+    """Return the customer's rows the served model was trained on, as far as the table still tells (one query).
+
+    Training (training/services/runs.py) loads the engaged rows, holds out each
+    customer's newest row twice (leave_last_out: with 3 or more rows the 2 newest, with
+    2 the newest; ties to the larger product index) and trains on the rest. Engagement
+    keeps no first-event time, so a row whose ``last_event_at`` is after the artifact's
+    ``as_of`` (the newest event it was trained on) is "changed since": new, or updated
+    with signals the model never saw. Those are never cited; the hold-out is recomputed
+    over the unchanged rows, counting the changed ones as if they had existed then, so
+    at least every unchanged row training held out is left out (docs/model.md).
+    """
+    values = (
+        Engagement.objects.filter(_ENGAGED, customer__external_id=customer)
+        .order_by("-score", "product__external_id")
+        .values(
+            "product__external_id", "product__name", "product__category", "hover_ms_total", "dwell_ms_total",
+            "clicks", "event_count", "hover_decayed", "dwell_decayed", "clicks_decayed", "last_event_at",
+        )  # fmt: skip
+    )
+    # A product the model does not know (created since it was trained) was not trained on.
+    index = loaded.product_index
+    known = [{**row, "index": index[row["product__external_id"]]} for row in values
+             if row["product__external_id"] in index]  # fmt: skip
+    as_of = _as_of(loaded.extra)
+    unchanged = [row for row in known if as_of is None or row["last_event_at"] <= as_of]
+    at_training = len(known)  # an upper bound on the rows the customer had then
+    held_out = 2 if at_training >= 3 else 1 if at_training == 2 else 0
+    newest = sorted(range(len(unchanged)), key=lambda i: (unchanged[i]["last_event_at"], unchanged[i]["index"]))
+    dropped = set(newest[len(newest) - held_out :]) if held_out else set()
+    trained = [row for i, row in enumerate(unchanged) if i not in dropped]
+    considered = trained[:MAX_ENGAGED]
+    return TrainingRows(
+        rows=considered,
+        targets=_targets(considered, unchanged, as_of, config.target_recency),
+        total=len(trained),
+        every_product=np.array([row["index"] for row in known], dtype=np.int64),
+    )
+
+
+def _as_of(extra: dict) -> datetime | None:
+    """The newest event the artifact was trained on (runs.py stores it), or None when unknown."""
+    try:
+        as_of = datetime.fromisoformat(extra["as_of"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    return as_of if as_of.tzinfo is not None else as_of.replace(tzinfo=UTC)
+
+
+def _targets(rows: list[dict], unchanged: list[dict], as_of: datetime | None, recency: str) -> np.ndarray:
+    """The rows' channel targets as training built them (training_data_load's recency anchors).
+
+    "customer": decayed to the customer's newest event then, here their newest unchanged
+    row (held-out ones included, as in training); "shop": to ``as_of``; "none": not at all.
+    """
+    timestamps = np.array([row["last_event_at"].timestamp() for row in rows])
+    if recency == "none" or not len(rows):
+        age = np.zeros(len(rows))
+    elif recency == "shop" and as_of is not None:
+        age = as_of.timestamp() - timestamps
+    else:
+        age = max(row["last_event_at"].timestamp() for row in unchanged) - timestamps
+    return channel_targets(
+        hover=np.array([row["hover_decayed"] for row in rows], dtype=np.float64),
+        dwell=np.array([row["dwell_decayed"] for row in rows], dtype=np.float64),
+        clicks=np.array([row["clicks_decayed"] for row in rows], dtype=np.float64),
+        age_seconds=age,
+        weights=EngagementWeights.from_settings(),
+    )
+
+
+def _model_because(rows: list[dict], positions: np.ndarray, drops: np.ndarray) -> Because:
+    products = [
+        SupportingProduct(
+            product=rows[p]["product__external_id"],
+            name=rows[p]["product__name"],
+            category=rows[p]["product__category"],
+            influence=round(float(drop), 5),
+            hover_s=round(rows[p]["hover_ms_total"] / 1000, 1),
+            dwell_s=round(rows[p]["dwell_ms_total"] / 1000, 1),
+            clicks=rows[p]["clicks"],
+            events=rows[p]["event_count"],
+        )
+        for p, drop in zip(positions.tolist(), drops.tolist(), strict=True)
+    ]
+    if not products:
+        return Because(
+            "model", REASON_NO_SUPPORT,
+            "The model ranks it highly for you, though none of your products stands out as the reason.",
+        )  # fmt: skip
+    taste = list(dict.fromkeys(p.category for p in products if p.category))
+    sentence = "Because you " + _joined([_what_you_did(p) for p in products]) + "."
+    if taste:
+        sentence += f" It matches your taste for {_joined(taste)}."
+    return Because("model", REASON_ENGAGED, sentence, products, taste)
+
+
+def _what_you_did(product: SupportingProduct) -> str:
+    label = product.name or product.product
+    clicked = "clicked it" if product.clicks == 1 else f"clicked it {product.clicks} times"
+    if product.dwell_s >= 1:
+        return f"spent {product.dwell_text} on {label}" + (f" and {clicked}" if product.clicks else "")
+    if product.clicks:
+        return clicked.replace("it", label, 1)
+    return f"looked at {label}"
+
+
+def _joined(parts: list[str]) -> str:
+    return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
+
+
+def _popular_because(customer: str, category: str | None) -> Because:
+    where = f"Popular in {category}" if category else "Popular in the shop"
+    if served_model() is None:
+        return Because("popular", REASON_NO_MODEL, f"{where}: no trained model is serving yet.")
+    # What training would learn from (training_data_load's filter): engaged rows of a
+    # customer not flagged for click fraud. A flagged customer is told the same as one
+    # with nothing yet: the shop's customers are not told about the flag.
+    if not Engagement.objects.filter(_ENGAGED, customer__external_id=customer,
+                                     customer__suspicion__isnull=True).exists():  # fmt: skip
+        new = f"{where}: there is not enough of your activity yet to go on."
+        return Because("popular", REASON_NEW_CUSTOMER, new)
+    return Because(
+        "popular", REASON_NOT_IN_MODEL,
+        f"{where}: the serving model was trained before your first visit; the next training will include you.",
+    )  # fmt: skip
+
+
+# --- similar products ---
+
+_spaces: dict[str, np.ndarray] = {}  # artifact sha256 -> its product space (the served version and maybe the last)
+
+
+def _space_of(served) -> np.ndarray:
+    space = _spaces.get(served.loaded.sha256)
+    if space is None:
+        space = product_space(served.loaded.model)
+        if len(_spaces) >= 2:
+            _spaces.clear()
+        _spaces[served.loaded.sha256] = space
+    return space
+
+
+def products_similar(*, product: Product, k: int = 10) -> SimilarProducts:
+    """Return the ``k`` active products nearest ``product`` in the served model's product space.
+
+    Empty, with a reason, when no model serves (``no_model``) or the model was trained
+    before the product existed (``not_in_model``). The product itself and inactive
+    products are never among them; the shortlist is checked against the catalog as
+    recommendations are (in the same query that reads the rows shown).
+    """
+    k = max(1, min(k, MAX_K))
+    served = served_model()
+    if served is None:
+        return SimilarProducts(product.external_id, None, REASON_NO_MODEL, [])
+    index = served.loaded.product_index.get(product.external_id)
+    if index is None:
+        return SimilarProducts(product.external_id, served.version_id, REASON_NOT_IN_MODEL, [])
+    catalog = served.catalog
+    top, similarity = nearest_products(_space_of(served), index, catalog.active, k=k + 10)
+    # One query both checks the shortlist against the catalog and reads the rows shown.
+    products = Product.objects.filter(active=True).in_bulk(catalog.pks[top].tolist())
+    items = []
+    for i, s in zip(top.tolist(), similarity.tolist(), strict=True):
+        row = products.get(int(catalog.pks[i]))
+        if row is not None and len(items) < k:
+            items.append(SimilarProduct(row.external_id, row.name, row.category, round(float(s), 4), len(items) + 1))
+    return SimilarProducts(product.external_id, served.version_id, None, items)
