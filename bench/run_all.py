@@ -50,6 +50,7 @@ def main() -> None:
         command = [sys.executable, str(script), *(["--quick"] if args.quick else [])]
         print(f"bench: {name}: {' '.join(command[1:])}", flush=True)
         began, began_at = time.monotonic(), datetime.now(UTC)
+        load_at_start = round(os.getloadavg()[0], 2)  # 1-minute load: was the machine quiet?
         try:
             completed = subprocess.run(command, cwd=ROOT, timeout=TIMEOUT_SECONDS["quick" if args.quick else "full"])
             status = "ok" if completed.returncode == 0 else f"exit {completed.returncode}"
@@ -60,7 +61,7 @@ def main() -> None:
         if status == "ok" and result is None:
             status = "wrote no result"
         runs[name] = {"status": status, "started_at": began_at.isoformat(timespec="seconds"), "seconds": seconds,
-                      "result": result}  # fmt: skip
+                      "load_at_start": load_at_start, "result": result}  # fmt: skip
         print(f"bench: {name}: {status} in {seconds} s", flush=True)
 
     if args.merge:
@@ -127,8 +128,8 @@ def render(latest: dict) -> str:
         f"- Run: {latest['started_at']} to {latest['finished_at']}{' (quick: smoke sizes, not figures)' if latest['quick'] else ''}",
         f"- Machine: {m['cpu']}, {m['cpus']} CPUs, {m['memory_gb']} GiB; {m['platform']}",
         f"- Versions: Python {m['python']}, Django {m['django']}, PyTorch {m['torch']}, NumPy {m['numpy']}; commit {m['commit']}",
-        "- Each benchmark ran alone, one after another: "
-        + ", ".join(f"{name} at {run.get('started_at') or '?'} ({run['seconds']} s)"
+        "- Each benchmark, when it started and its wall time: "
+        + ", ".join(f"{name} at {run.get('started_at') or '?'} ({run['seconds']} s, load {run.get('load_at_start', '?')})"
                     for name, run in latest["benchmarks"].items()),  # fmt: skip
         "",
         "| benchmark | figure | value | reference (same run) | ratio | target | met |",
