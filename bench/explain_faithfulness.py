@@ -120,6 +120,7 @@ def latency(*, epochs: int, calls: int, seed: int, reuse: bool) -> dict:
 
     import numpy as np
     from django.core.management import call_command
+    from django.db import connections
     from rest_framework.test import APIClient
     from threadpoolctl import threadpool_limits
 
@@ -135,6 +136,7 @@ def latency(*, epochs: int, calls: int, seed: int, reuse: bool) -> dict:
     version = ModelVersion.objects.filter(status=ModelVersion.Status.PROMOTED).first()
     if version is None or not reuse:  # --reuse: the shop and model of the last run, when there is one
         shutil.rmtree(settings.VAR_DIR / "models", ignore_errors=True)
+        connections.close_all()  # an open connection would keep writing to the unlinked file
         database.unlink(missing_ok=True)
         call_command("migrate", verbosity=0)
         call_command("seed_demo", verbosity=0)
