@@ -22,6 +22,8 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -205,18 +207,17 @@ def stop(process: subprocess.Popen, timeout: float = 20) -> None:
         process.wait()
 
 
-@pytest.fixture(scope="session")
-def app_server(app_env, tmp_path_factory):
-    """gunicorn with GUNICORN_WORKERS sync workers, reaching the services through the proxies."""
+@contextmanager
+def gunicorn_server(env: dict[str, str], log_path: Path, *, workers: int = GUNICORN_WORKERS) -> Iterator[AppServer]:
+    """Start ``recsite.wsgi`` under gunicorn with ``env`` on a free port; stop it on leaving."""
     port = free_port()
-    log_path = tmp_path_factory.mktemp("gunicorn") / "gunicorn.log"
     command = [
         sys.executable, "-m", "gunicorn", "recsite.wsgi", "--bind", f"127.0.0.1:{port}",
-        "--workers", str(GUNICORN_WORKERS), "--timeout", "60", "--log-level", "warning",
+        "--workers", str(workers), "--timeout", "60", "--log-level", "warning",
     ]  # fmt: skip
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            command, cwd=ROOT, env=app_env(), stdout=log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent
+            command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent
         )
     server = AppServer(f"http://127.0.0.1:{port}", process, log_path)
     try:
@@ -224,6 +225,13 @@ def app_server(app_env, tmp_path_factory):
         yield server
     finally:
         stop(process)
+
+
+@pytest.fixture(scope="session")
+def app_server(app_env, tmp_path_factory):
+    """gunicorn with GUNICORN_WORKERS sync workers, reaching the services through the proxies."""
+    with gunicorn_server(app_env(), tmp_path_factory.mktemp("gunicorn") / "gunicorn.log") as server:
+        yield server
 
 
 def wait_until_every_worker_serves(app_server: AppServer, urls: list[str], key: str, version_id: int) -> None:

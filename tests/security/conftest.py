@@ -8,16 +8,12 @@ Each test prints one ``FIGURE <name>: k=v ...`` line (docs/reliability.md "Secur
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
 
 from engagement.models import ShopApiKey
-from tests.celery_worker import ROOT, _die_with_parent, worker_env
+from tests.celery_worker import worker_env
 from tests.dashboard.conftest import admin_user, merchandiser_user, outsider_user  # noqa: F401
-from tests.faults.conftest import AppServer, figure, stop, wait_until_serving  # noqa: F401
-from tests.faults.proxy import free_port
+from tests.faults.conftest import figure, gunicorn_server  # noqa: F401
 
 # The gunicorn's per-key rate: small, so a test reaches it in a few requests.
 SERVER_RATE_PER_MINUTE = 5
@@ -31,24 +27,10 @@ def make_key(name: str, *scopes: str, revoked: bool = False) -> str:
 @pytest.fixture(scope="session")
 def security_server(django_db_setup, tmp_path_factory):
     """gunicorn (1 worker) with DEBUG off, the rate above, and the two raising URLs of server_settings."""
-    port = free_port()
-    log_path = tmp_path_factory.mktemp("security-gunicorn") / "gunicorn.log"
     env = worker_env(
         DJANGO_SETTINGS_MODULE="tests.security.server_settings",
         DEBUG="false",
         RECSITE_API_KEY_RATE=f"{SERVER_RATE_PER_MINUTE}/min",
     )
-    command = [
-        sys.executable, "-m", "gunicorn", "recsite.wsgi", "--bind", f"127.0.0.1:{port}",
-        "--workers", "1", "--timeout", "60", "--log-level", "warning",
-    ]  # fmt: skip
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent
-        )
-    server = AppServer(f"http://127.0.0.1:{port}", process, log_path)
-    try:
-        wait_until_serving(server.url, process, log_path)
+    with gunicorn_server(env, tmp_path_factory.mktemp("security-gunicorn") / "gunicorn.log", workers=1) as server:
         yield server
-    finally:
-        stop(process)

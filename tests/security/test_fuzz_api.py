@@ -30,10 +30,8 @@ from pathlib import Path
 import pytest
 
 from engagement.models import Customer, InteractionEvent
-from tests.celery_worker import ROOT, _die_with_parent
+from tests.celery_worker import ROOT
 from tests.faults.conftest import (  # noqa: F401 (fixtures)
-    GUNICORN_WORKERS,
-    AppServer,
     _fault_settings,
     _fresh_popular_cache,
     admin_key,
@@ -41,13 +39,11 @@ from tests.faults.conftest import (  # noqa: F401 (fixtures)
     db_proxy,
     fault_model_dir,
     figure,
+    gunicorn_server,
     make_catalog,
     make_version,
     redis_proxy,
-    stop,
-    wait_until_serving,
 )
-from tests.faults.proxy import free_port
 from tests.security.fuzz_settings import FUZZ_TRAINING_QUEUE
 from training.models import ModelVersion, TrainingRun
 
@@ -98,23 +94,11 @@ def fuzz_server(app_env, tmp_path_factory):
     (workers consume "celery" and "training" only), and purging that queue afterwards
     touches nothing else.
     """
-    port = free_port()
-    log_path = tmp_path_factory.mktemp("fuzz-gunicorn") / "gunicorn.log"
-    command = [
-        sys.executable, "-m", "gunicorn", "recsite.wsgi", "--bind", f"127.0.0.1:{port}",
-        "--workers", str(GUNICORN_WORKERS), "--timeout", "60", "--log-level", "warning",
-    ]  # fmt: skip
     env = app_env(DJANGO_SETTINGS_MODULE="tests.security.fuzz_settings")
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent
-        )
-    server = AppServer(f"http://127.0.0.1:{port}", process, log_path)
     try:
-        wait_until_serving(server.url, process, log_path)
-        yield server
+        with gunicorn_server(env, tmp_path_factory.mktemp("fuzz-gunicorn") / "gunicorn.log") as server:
+            yield server
     finally:
-        stop(process)
         _purge_fuzz_training_queue()
 
 
