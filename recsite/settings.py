@@ -395,6 +395,10 @@ RECSITE_TRAINING = {
     # A NeuMF-style dot-product branch added to the original MLP's logit (docs/model.md:
     # it got small shops past the MLP's popularity plateau and helped on ml-100k).
     "DOT_BRANCH": env_bool("RECSITE_DOT_BRANCH", True),
+    # The customer vector: "items" folds it from the customer's most recent HISTORY_LENGTH
+    # engaged products, "id" learns one per customer, "items+id" both (docs/model.md).
+    "CUSTOMER_VECTOR": env_str("RECSITE_CUSTOMER_VECTOR", "items"),
+    "HISTORY_LENGTH": env_int("RECSITE_HISTORY_LENGTH", 100),
     "EPOCHS": env_int("RECSITE_TRAIN_EPOCHS", 20),
     # 0: chosen per run so an epoch has at least MIN_STEPS_PER_EPOCH steps, within
     # [128, 1024]; small shops otherwise get too few Adam steps per epoch (docs/model.md).

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from training.ml.customers import History, HistoryTensors, customer_history, fold_customers, fold_examples
 from training.ml.data import Interactions, Split, items_by_customer, sample_examples
 from training.ml.metrics import evaluate_ranking
 from training.ml.model import RecommenderConfig, RecommenderNN, _from_dict
@@ -109,6 +110,15 @@ class TrainResult:
     stopped_early: bool = False
     device: str = "cpu"
     examples_per_second: float = 0.0
+    # With a folded customer vector (RecommenderConfig.customer_vector != "id"): the best
+    # epoch's weights before the fold, so a caller can fold customers from other rows (refold).
+    unfolded: RecommenderNN | None = None
+
+    def refold(self, data: Interactions) -> RecommenderNN:
+        """Return the model with every customer folded from ``data``'s rows (``model`` itself without a fold)."""
+        if self.unfolded is None:
+            return self.model
+        return _fold(self.unfolded, customer_history(data, self.unfolded.config.history_length))
 
 
 def set_seed(seed: int) -> None:
@@ -163,6 +173,9 @@ def train(
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     prior_on_device = torch.as_tensor(prior, device=device)
     validate = _validation_plan(validation, cfg) if validation is not None else None
+    # The customer side of a folded model: each customer's training rows (customers.py).
+    past = customer_history(train, model_config.history_length) if model_config.folds_items else None
+    past_on_device = HistoryTensors(past, device) if past is not None else None
 
     history: list[dict[str, Any]] = []
     best_ndcg = -math.inf
@@ -199,12 +212,21 @@ def train(
         for step in range(1, steps + 1):
             batch = order[(step - 1) * cfg.batch_size : step * cfg.batch_size]
             batch_customers, batch_products = customers[batch], products[batch]
-            logits = model.logits(batch_customers, batch_products, channels[batch], prior_on_device[batch_products])
+            batch_prior = prior_on_device[batch_products]
+            if past_on_device is None:
+                logits = model.logits(batch_customers, batch_products, channels[batch], batch_prior)
+                folded = None
+            else:
+                folded = fold_examples(model, past_on_device, batch_customers, batch_products)
+                if model_config.learns_ids:
+                    folded = [v + table(batch_customers) for v, table in zip(folded, model.customer_tables())]
+                logits = model.logits_for(folded[0], folded[-1] if model_config.dot_branch else None,
+                                          batch_products, channels[batch], batch_prior)  # fmt: skip
             # BCE with logits is BCE on the sigmoid output, without its log(0) at saturation.
             loss = F.binary_cross_entropy_with_logits(logits, targets[batch])
             objective = loss
             if cfg.embedding_l2:
-                objective = loss + cfg.embedding_l2 * _embedding_penalty(model, batch_customers, batch_products)
+                objective = loss + cfg.embedding_l2 * _embedding_penalty(model, batch_customers, batch_products, folded)
             optimizer.zero_grad(set_to_none=True)
             objective.backward()
             optimizer.step()
@@ -233,7 +255,10 @@ def train(
         examples_seen += count
 
         validation_started = time.perf_counter()
-        ndcg = validate(model, prior, channel_weights) if validate is not None else None
+        if validate is None:
+            ndcg = None
+        else:
+            ndcg = validate(_fold(model, past) if past is not None else model, prior, channel_weights)
         validation_seconds += time.perf_counter() - validation_started
         history.append(
             {
@@ -259,8 +284,12 @@ def train(
     if best_state is not None:
         model.load_state_dict(best_state)
     model.eval()
+    unfolded = None
+    if past is not None:
+        unfolded, model = model, _fold(model, past)
     return TrainResult(
         model=model,
+        unfolded=unfolded,
         history=history,
         best_epoch=best_epoch,
         stopped_early=stopped_early,
@@ -269,12 +298,21 @@ def train(
     )
 
 
-def _embedding_penalty(model: RecommenderNN, customers: torch.Tensor, products: torch.Tensor) -> torch.Tensor:
-    """Return the mean squared norm, per example, of the embedding rows this batch looked up."""
-    rows = [model.user_embed(customers), model.product_embed(products)]
+def _embedding_penalty(
+    model: RecommenderNN, customers: torch.Tensor, products: torch.Tensor, folded: list[torch.Tensor] | None = None
+) -> torch.Tensor:
+    """Return the mean squared norm, per example, of the embedding rows (or folded customer vectors) this batch used."""
+    users = folded if folded is not None else [table(customers) for table in model.customer_tables()]
+    rows = [*users, model.product_embed(products)]
     if model.config.dot_branch:
-        rows += [model.gmf_user_embed(customers), model.gmf_product_embed(products)]
+        rows.append(model.gmf_product_embed(products))
     return sum(row.pow(2).sum(dim=1).mean() for row in rows)
+
+
+def _fold(model: RecommenderNN, past: History) -> RecommenderNN:
+    """Fold every customer from ``past``, adding the learnt offsets when the model has them."""
+    offsets = [table.weight.detach() for table in model.customer_tables()] if model.config.learns_ids else None
+    return fold_customers(model, past, offsets=offsets)
 
 
 def _validation_plan(

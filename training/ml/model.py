@@ -23,6 +23,8 @@ CHANNELS = ("hover", "dwell", "click")
 # random embedding noise and the first epochs are spent shrinking it.
 EMBEDDING_INIT_STD = 0.05
 
+CUSTOMER_VECTORS = ("id", "items", "items+id")
+
 
 @dataclass(frozen=True)
 class RecommenderConfig:
@@ -35,6 +37,15 @@ class RecommenderConfig:
     dropout: float = 0.0
     # NeuMF-style GMF branch whose logit is added to the MLP's (the original layers keep their shapes).
     dot_branch: bool = False
+    # Where a customer's vector comes from (docs/model.md "The customer vector"):
+    # "id": learnt per customer id (the original design); "items": folded from the products
+    # the customer engaged with (a weighted mean of ``context_embed`` rows, FISM-style), so a
+    # customer with 2 events has a vector as good as their products'; "items+id": the fold
+    # plus a learnt per-customer offset. With "items", training writes every customer's
+    # folded vector into ``user_embed`` (customers.fold_customers): serving reads it as ever.
+    customer_vector: str = "id"
+    # The fold reads each customer's most recent ``history_length`` engaged products.
+    history_length: int = 100
 
     def __post_init__(self) -> None:
         for name in ("num_customers", "num_products", "num_interactions", "embed_dim"):
@@ -43,9 +54,23 @@ class RecommenderConfig:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}.")
         if isinstance(self.dropout, bool) or not isinstance(self.dropout, (int, float)) or not 0 <= self.dropout < 1:
             raise ValueError(f"dropout must be a number in [0, 1), got {self.dropout!r}.")
+        if self.customer_vector not in CUSTOMER_VECTORS:
+            raise ValueError(f"customer_vector must be one of {', '.join(CUSTOMER_VECTORS)}, got {self.customer_vector!r}.")
+        if isinstance(self.history_length, bool) or not isinstance(self.history_length, int) or self.history_length <= 0:
+            raise ValueError(f"history_length must be a positive integer, got {self.history_length!r}.")
         if not isinstance(self.dot_branch, bool):
             # ValueError like every other bad option, so callers catch one exception type.
             raise ValueError(f"dot_branch must be a bool, got {self.dot_branch!r}.")  # noqa: TRY004
+
+    @property
+    def folds_items(self) -> bool:
+        """True when the customer vector is (partly) folded from the customer's products."""
+        return self.customer_vector != "id"
+
+    @property
+    def learns_ids(self) -> bool:
+        """True when training learns a vector (or an offset) per customer id."""
+        return self.customer_vector != "items"
 
     def to_dict(self) -> dict[str, Any]:
         """Return the config as a plain JSON-able dict."""
@@ -95,6 +120,11 @@ class RecommenderNN(nn.Module):
             self.gmf_user_embed = nn.Embedding(config.num_customers, d)
             self.gmf_product_embed = nn.Embedding(config.num_products, d)
             self.gmf_out = nn.Linear(d, 1)
+        if config.folds_items:
+            # The products a customer engaged with, as seen from the customer's side.
+            self.context_embed = nn.Embedding(config.num_products, d)
+            if config.dot_branch:
+                self.gmf_context_embed = nn.Embedding(config.num_products, d)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -104,14 +134,41 @@ class RecommenderNN(nn.Module):
                 nn.init.normal_(module.weight, std=EMBEDDING_INIT_STD)
             elif isinstance(module, nn.Linear):
                 module.reset_parameters()
+        if self.config.folds_items:
+            # The per-customer part is an offset on the fold ("items+id"), or unused until
+            # the fold is written into it ("items"): it starts at 0 either way.
+            for table in self.customer_tables():
+                nn.init.zeros_(table.weight)
+
+    def customer_tables(self) -> list[nn.Embedding]:
+        """The per-customer embedding tables: ``user_embed`` (and ``gmf_user_embed``)."""
+        return [self.user_embed, self.gmf_user_embed] if self.config.dot_branch else [self.user_embed]
+
+    def context_tables(self) -> list[nn.Embedding]:
+        """The tables a customer's vectors are folded from, in ``customer_tables`` order."""
+        if not self.config.folds_items:
+            return []
+        return [self.context_embed, self.gmf_context_embed] if self.config.dot_branch else [self.context_embed]
 
     def logits(
         self, customers: torch.Tensor, products: torch.Tensor, interactions: torch.Tensor, prior: torch.Tensor
     ) -> torch.Tensor:
         """Return the pre-sigmoid scores, shape [B] (training uses them for a stable BCE)."""
+        gmf_user = self.gmf_user_embed(customers) if self.config.dot_branch else None
+        return self.logits_for(self.user_embed(customers), gmf_user, products, interactions, prior)
+
+    def logits_for(
+        self,
+        user: torch.Tensor,
+        gmf_user: torch.Tensor | None,
+        products: torch.Tensor,
+        interactions: torch.Tensor,
+        prior: torch.Tensor,
+    ) -> torch.Tensor:
+        """``logits`` with the customer vectors given ([B, d] each) rather than looked up by id."""
         x = torch.cat(
             [
-                self.user_embed(customers),
+                user,
                 self.product_embed(products),
                 self.interaction_embed(interactions),
                 prior.to(self.fc1.weight.dtype)[:, None],
@@ -126,7 +183,7 @@ class RecommenderNN(nn.Module):
             h = self.dropout(h)
         logit = self.out(h).squeeze(-1)
         if self.config.dot_branch:
-            logit = logit + self.gmf_out(self.gmf_user_embed(customers) * self.gmf_product_embed(products)).squeeze(-1)
+            logit = logit + self.gmf_out(gmf_user * self.gmf_product_embed(products)).squeeze(-1)
         return logit
 
     def forward(

@@ -70,6 +70,8 @@ OPTIONS: dict[str, tuple[type, str]] = {
     "dot_branch": (bool, "DOT_BRANCH"),
     "positive_floor": (float, "POSITIVE_FLOOR"),
     "embedding_l2": (float, "EMBEDDING_L2"),
+    "customer_vector": (str, "CUSTOMER_VECTOR"),
+    "history_length": (int, "HISTORY_LENGTH"),
 }
 PROGRESS_MIN_INTERVAL_SECONDS = 1.0
 

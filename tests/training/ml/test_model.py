@@ -100,6 +100,8 @@ def test_it_round_trips_its_config_through_a_plain_dict():
         "embed_dim": 16,
         "dropout": 0.1,
         "dot_branch": True,
+        "customer_vector": "id",
+        "history_length": 100,
     }
 
 
