@@ -13,9 +13,14 @@ Each click becomes one event of customer ``yc-<session>`` on product ``yc-<item>
 click, capped at the API's limit for one event (1 hour; the engagement score clips it
 further, at RECSITE_ENGAGEMENT's DWELL_CAP_MS). A session's last click has no next click,
 so its dwell is unknown and is recorded as 0, not guessed: it is never inflated, and in
-the leave-last-out split that click belongs to the held-out pair anyway. Events are
-folded and turned into training arrays exactly as bench/quality.py does for ratings
-(``engagement_summarize``, ``channel_targets``).
+the leave-last-out split that click belongs to the held-out pair anyway (``read_clicks``
+and ``click_events`` in bench/_datasets.py, which ``bench/quality.py --data yoochoose``
+reads too). Events are folded and turned into training arrays exactly as
+bench/quality.py does (``engagement_summarize``, ``channel_targets``).
+
+``bench/quality.py --data yoochoose`` measures the served model against tuned ALS, BPR
+and popularity on these events; this script asks another question: does training on
+dwell as well as clicks help, against the same network trained on clicks alone.
 
 Compared, on one leave-last-out split (a session's last distinct item is its test item;
 sessions with fewer than 2 distinct items stay in training only), all evaluated with
@@ -36,12 +41,9 @@ evaluated on 1,000 test sessions. Missing data: says where to get it and writes 
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import sys
 import time
-import uuid
-from datetime import UTC, datetime
 from pathlib import Path
 
 from quality import (
@@ -53,66 +55,22 @@ from quality import (
     rounded,
     search_implicit,
     skip_missing,
+    subset,
 )
 from quality import datasets_dir as _datasets_dir
 
 import numpy as np  # noqa: E402  (after quality: it sets Django up)
 import torch  # noqa: E402
+from _datasets import DATASETS, click_events, read_clicks  # noqa: E402
+from _datasets import YOOCHOOSE_FILES as FILES  # noqa: E402
 from _results import Figure, Reference, write_result  # noqa: E402
 from django.conf import settings  # noqa: E402
 
-from engagement.services.events import EventIn  # noqa: E402
-from training.ml.data import Split, leave_last_out  # noqa: E402
+from training.ml.data import leave_last_out  # noqa: E402
 from training.ml.metrics import evaluate_split  # noqa: E402
 from training.services.evaluation import popularity_score_fn  # noqa: E402
 
 NAME = "quality_yoochoose"
-FILES = ("yoochoose-clicks-100k_train_full.txt", "yoochoose-clicks-100k_test.txt")
-# Fixed so the same click gets the same event id on every run (duplicates collapse as in the API).
-YOOCHOOSE_NAMESPACE = uuid.UUID("5b0e7a52-3c1d-4f7e-9a61-2d8c4b1e6f03")
-DWELL_LIMIT_MS = settings.RECSITE_INGEST["MAX_SIGNAL_MS"]  # the most one event may carry (1 hour)
-
-
-def read_clicks(directory: Path) -> list[tuple[str, str, float]]:
-    """Return (session, item, time) rows of both files."""
-    rows = []
-    for name in FILES:
-        with (directory / name).open(newline="") as stream:
-            reader = csv.reader(stream, delimiter="\t")
-            header = next(reader)
-            if [h.strip() for h in header[:3]] != ["SessionId", "ItemId", "Time"]:
-                raise SystemExit(f"{directory / name}: expected the header SessionId, ItemId, Time; got {header}.")
-            rows.extend((session, item, float(t)) for session, item, t in (r[:3] for r in reader if r))
-    return rows
-
-
-def click_events(rows: list[tuple[str, str, float]], *, dwell: bool) -> list[EventIn]:
-    """One event per click; dwell = the gap to the session's next click (0 for the last, or without dwell)."""
-    ordered = sorted(rows, key=lambda r: (r[0], r[2]))
-    events = []
-    for i, (session, item, t) in enumerate(ordered):
-        next_in_session = i + 1 < len(ordered) and ordered[i + 1][0] == session
-        gap_ms = int(round((ordered[i + 1][2] - t) * 1000)) if next_in_session else 0
-        events.append(
-            EventIn(
-                event_id=uuid.uuid5(YOOCHOOSE_NAMESPACE, f"yoochoose:{session}:{item}:{t!r}"),
-                customer=f"yc-{session}",
-                product=f"yc-{item}",
-                hover_ms=0,
-                dwell_ms=min(max(gap_ms, 0), DWELL_LIMIT_MS) if dwell else 0,
-                clicked=True,
-                occurred_at=datetime.fromtimestamp(t, UTC),
-            )
-        )
-    return events
-
-
-def subset(split: Split, count: int | None, seed: int) -> Split:
-    """The same split with at most ``count`` test customers (seeded), for a quicker evaluation."""
-    if count is None or len(split.test_customers) <= count:
-        return split
-    rows = np.sort(np.random.default_rng(seed).choice(len(split.test_customers), count, replace=False))
-    return Split(train=split.train, test_customers=split.test_customers[rows], test_products=split.test_products[rows])
 
 
 def nn_run(name, data, options, evaluate, test_split, log) -> dict:
@@ -149,11 +107,7 @@ def main() -> None:
     directory = args.dataset or _datasets_dir() / "yoochoose-rsc15-100k"
     missing = [directory / name for name in FILES if not (directory / name).is_file()]
     if missing:
-        skip_missing(
-            missing[0], args.quick, NAME,
-            "It is the session-rec sample (github.com/rn5l/session-rec, data/rsc15/prepared/); put its "
-            "yoochoose-clicks-100k_*.txt files in RECSITE_DATASETS/yoochoose-rsc15-100k/ (or pass --dataset).",
-        )  # fmt: skip
+        skip_missing(missing[0], args.quick, NAME, DATASETS["yoochoose"].how + " Or pass --dataset.")
     log = lambda message: print(message, flush=True)  # noqa: E731
     started = time.perf_counter()
     rows = read_clicks(directory)
