@@ -181,6 +181,40 @@ def pairs_to_csr(
     return indptr, pairs % stride
 
 
+# Redraws of a popularity-weighted negative that hit a product its customer touched.
+NEGATIVE_REDRAWS = 4
+
+
+def _popular_negatives(
+    train: Interactions,
+    owners: np.ndarray,
+    fallback: np.ndarray,
+    indptr: np.ndarray,
+    indices: np.ndarray,
+    exponent: float,
+    rng: np.random.Generator,
+) -> np.ndarray:
+    """Draw one unseen product per owner with probability ~ (1 + rows) ** exponent; ``fallback`` where all draws hit."""
+    weights = (1.0 + np.bincount(train.product_idx, minlength=train.num_products)) ** exponent
+    cdf = np.cumsum(weights)
+    stride = train.num_products + 1
+    # Every (customer, product) pair as one sorted key: membership is one searchsorted.
+    row_customer = np.repeat(np.arange(len(indptr) - 1, dtype=np.int64), np.diff(indptr))
+    seen_keys = row_customer * stride + indices
+    chosen = fallback.copy()
+    pending = np.arange(len(owners))
+    for _ in range(NEGATIVE_REDRAWS):
+        if not len(pending):
+            break
+        draws = np.minimum(np.searchsorted(cdf, rng.random(len(pending)) * cdf[-1], side="right"), len(cdf) - 1)
+        keys = owners[pending] * stride + draws
+        at = np.minimum(np.searchsorted(seen_keys, keys), max(len(seen_keys) - 1, 0))
+        hit = seen_keys[at] == keys if len(seen_keys) else np.zeros(len(keys), dtype=bool)
+        chosen[pending[~hit]] = draws[~hit]
+        pending = pending[hit]
+    return chosen
+
+
 @dataclass
 class Examples:
     """One epoch's training examples: (customer, product, channel) -> target intensity."""
@@ -194,36 +228,73 @@ class Examples:
         return len(self.customers)
 
 
+@dataclass
+class Pairs:
+    """One epoch's training pairs: (customer, product) -> every channel's target intensity."""
+
+    customers: np.ndarray  # int64[m]
+    products: np.ndarray  # int64[m]
+    targets: np.ndarray  # float32[m, channels]
+
+    def __len__(self) -> int:
+        return len(self.customers)
+
+
 def sample_examples(
     train: Interactions,
     *,
     negatives_per_positive: int,
     rng: np.random.Generator,
     positive_floor: float = 0.0,
+    negative_exponent: float = 0.0,
 ) -> Examples:
-    """Expand rows into per-channel examples plus sampled negatives (target 0 on every channel).
+    """``sample_pairs`` with each pair expanded into one example per channel (positives first, then negatives)."""
+    pairs = sample_pairs(
+        train,
+        negatives_per_positive=negatives_per_positive,
+        rng=rng,
+        positive_floor=positive_floor,
+        negative_exponent=negative_exponent,
+    )
+    num_channels = len(CHANNELS)
+    return Examples(
+        customers=np.repeat(pairs.customers, num_channels),
+        products=np.repeat(pairs.products, num_channels),
+        interactions=np.tile(np.arange(num_channels, dtype=np.int64), len(pairs)),
+        targets=pairs.targets.reshape(-1),
+    )
 
-    Each row gives one example per channel with that channel's intensity as target, and
-    ``negatives_per_positive`` products drawn uniformly from those the customer never
-    touched, each giving one example per channel with target 0. Exclusion is exact; a
-    customer who touched every product gets no negatives. Call once per epoch with a
-    fresh ``rng`` so every epoch sees other negatives.
+
+def sample_pairs(
+    train: Interactions,
+    *,
+    negatives_per_positive: int,
+    rng: np.random.Generator,
+    positive_floor: float = 0.0,
+    negative_exponent: float = 0.0,
+) -> Pairs:
+    """Every row as a positive pair plus sampled negative pairs (target 0 on every channel).
+
+    Each row keeps its channels' intensities as targets, and ``negatives_per_positive``
+    products drawn uniformly from those the customer never touched give pairs with
+    target 0. Exclusion is exact; a customer who touched every product gets no
+    negatives. Call once per epoch with a fresh ``rng`` so every epoch sees other negatives.
 
     ``positive_floor`` lifts every engaged pair's target on every channel to
     ``floor + (1 - floor) * intensity``: 0 learns the intensity alone, 1 only that the
     pair was engaged with at all (docs/model.md measures both ends).
+
+    ``negative_exponent`` > 0 draws negatives in proportion to ``(1 + rows) ** exponent``
+    of each product (its training rows) instead of uniformly, word2vec-style: the popular
+    products a full-catalog ranking must place right are then asked about often, not once
+    in a catalog's worth of draws. Exclusion stays exact: a draw that hits a product the
+    customer touched is redrawn, and after a few rounds falls back to a uniform unseen one.
     """
     if negatives_per_positive < 0:
         raise ValueError(f"negatives_per_positive must be >= 0, got {negatives_per_positive}.")
     if not 0 <= positive_floor <= 1:
         raise ValueError(f"positive_floor must lie in [0, 1], got {positive_floor}.")
-    num_channels = len(CHANNELS)
-    channel_ids = np.arange(num_channels, dtype=np.int64)
-
-    pos_customers = np.repeat(train.customer_idx, num_channels)
-    pos_products = np.repeat(train.product_idx, num_channels)
-    pos_channels = np.tile(channel_ids, len(train))
-    pos_targets = train.targets.reshape(-1)
+    pos_targets = train.targets
     if positive_floor:
         pos_targets = (positive_floor + (1.0 - positive_floor) * pos_targets).astype(np.float32)
 
@@ -236,10 +307,11 @@ def sample_examples(
         neg_owners = owners[unseen_count > 0]
         ranks = rng.integers(0, unseen_count[unseen_count > 0], dtype=np.int64)
         neg_products = unseen_products(ranks, neg_owners, indptr, indices, train.num_products)
+        if negative_exponent > 0:
+            neg_products = _popular_negatives(train, neg_owners, neg_products, indptr, indices, negative_exponent, rng)
 
-    return Examples(
-        customers=np.concatenate([pos_customers, np.repeat(neg_owners, num_channels)]),
-        products=np.concatenate([pos_products, np.repeat(neg_products, num_channels)]),
-        interactions=np.concatenate([pos_channels, np.tile(channel_ids, len(neg_owners))]),
-        targets=np.concatenate([pos_targets, np.zeros(len(neg_owners) * num_channels, dtype=np.float32)]),
+    return Pairs(
+        customers=np.concatenate([train.customer_idx, neg_owners]),
+        products=np.concatenate([train.product_idx, neg_products]),
+        targets=np.concatenate([pos_targets, np.zeros((len(neg_owners), len(CHANNELS)), dtype=np.float32)]),
     )

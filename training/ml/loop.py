@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from training.ml.customers import History, HistoryTensors, customer_history, fold_customers, fold_examples
-from training.ml.data import Interactions, Split, items_by_customer, sample_examples
+from training.ml.data import Interactions, Split, items_by_customer, sample_pairs
 from training.ml.metrics import evaluate_ranking
 from training.ml.model import RecommenderConfig, RecommenderNN, _from_dict
 from training.ml.scoring import CatalogScorer
@@ -34,8 +34,14 @@ class TrainConfig:
     epochs: int = 20
     batch_size: int = 1024
     lr: float = 1e-3
+    # Adam's step size for the embedding tables (0: ``lr``). A product row moves only in the
+    # steps whose batch holds it: on a sparse shop (a product in 1-2 sessions) that is a
+    # step or two an epoch, so the tables need a larger step than the shared dense layers.
+    embedding_lr: float = 0.0
     weight_decay: float = 0.0
     negatives_per_positive: int = 4
+    # 0: negatives drawn uniformly; > 0: in proportion to (1 + rows) ** this (data.sample_examples).
+    negative_exponent: float = 0.0
     # 0: learn each channel's intensity; 1: only that a pair was engaged with (data.sample_examples).
     # 0.5: an engaged pair counts at least half on every channel (docs/model.md, issue 5).
     positive_floor: float = 0.5
@@ -62,6 +68,15 @@ class TrainConfig:
             isinstance(self.weight_decay, (int, float)) and math.isfinite(self.weight_decay) and self.weight_decay >= 0
         ):
             raise ValueError(f"weight_decay must be a number >= 0, got {self.weight_decay!r}.")
+        if not (
+            isinstance(self.embedding_lr, (int, float)) and math.isfinite(self.embedding_lr) and self.embedding_lr >= 0
+        ):
+            raise ValueError(f"embedding_lr must be a number >= 0, got {self.embedding_lr!r}.")
+        if not (
+            isinstance(self.negative_exponent, (int, float)) and not isinstance(self.negative_exponent, bool)
+            and 0 <= self.negative_exponent <= 2
+        ):  # fmt: skip
+            raise ValueError(f"negative_exponent must be a number in [0, 2], got {self.negative_exponent!r}.")
         if not (isinstance(self.positive_floor, (int, float)) and 0 <= self.positive_floor <= 1):
             raise ValueError(f"positive_floor must be a number in [0, 1], got {self.positive_floor!r}.")
         if not (
@@ -170,7 +185,7 @@ def train(
     set_seed(cfg.seed)
     device = resolve_device(cfg.device)
     model = RecommenderNN(model_config).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    optimizer = _optimizer(model, cfg)
     prior_on_device = torch.as_tensor(prior, device=device)
     validate = _validation_plan(validation, cfg) if validation is not None else None
     # The customer side of a folded model: each customer's training rows (customers.py).
@@ -193,35 +208,38 @@ def train(
         model.train()
         # One stream per (seed, epoch): the negatives of epoch e do not depend on how many were drawn before.
         rng = np.random.default_rng([cfg.seed, epoch])
-        examples = sample_examples(
+        pairs = sample_pairs(
             train,
             negatives_per_positive=cfg.negatives_per_positive,
             rng=rng,
             positive_floor=cfg.positive_floor,
+            negative_exponent=cfg.negative_exponent,
         )
-        customers = torch.from_numpy(examples.customers).to(device)
-        products = torch.from_numpy(examples.products).to(device)
-        channels = torch.from_numpy(examples.interactions).to(device)
-        targets = torch.from_numpy(examples.targets).to(device)
-        count = len(examples)
-        order = torch.from_numpy(rng.permutation(count)).to(device)
-        steps = math.ceil(count / cfg.batch_size)
+        customers = torch.from_numpy(pairs.customers).to(device)
+        products = torch.from_numpy(pairs.products).to(device)
+        targets = torch.from_numpy(pairs.targets).to(device)
+        # batch_size counts examples (a pair asks every channel: one example per channel).
+        channels_per_pair = targets.shape[1]
+        pairs_per_step = max(1, cfg.batch_size // channels_per_pair)
+        count = len(pairs) * channels_per_pair
+        order = torch.from_numpy(rng.permutation(len(pairs))).to(device)
+        steps = math.ceil(len(pairs) / pairs_per_step)
         loss_sum = torch.zeros((), device=device)
         loss_value = 0.0
 
         for step in range(1, steps + 1):
-            batch = order[(step - 1) * cfg.batch_size : step * cfg.batch_size]
+            batch = order[(step - 1) * pairs_per_step : step * pairs_per_step]
             batch_customers, batch_products = customers[batch], products[batch]
             batch_prior = prior_on_device[batch_products]
             if past_on_device is None:
-                logits = model.logits(batch_customers, batch_products, channels[batch], batch_prior)
+                users = [table(batch_customers) for table in model.customer_tables()]
                 folded = None
             else:
-                folded = fold_examples(model, past_on_device, batch_customers, batch_products)
+                users = folded = fold_examples(model, past_on_device, batch_customers, batch_products)
                 if model_config.learns_ids:
-                    folded = [v + table(batch_customers) for v, table in zip(folded, model.customer_tables())]
-                logits = model.logits_for(folded[0], folded[-1] if model_config.dot_branch else None,
-                                          batch_products, channels[batch], batch_prior)  # fmt: skip
+                    users = folded = [v + table(batch_customers) for v, table in zip(folded, model.customer_tables())]
+            gmf_user = users[-1] if model_config.dot_branch else None
+            logits = model.channel_logits_for(users[0], gmf_user, batch_products, batch_prior)  # [pairs, channels]
             # BCE with logits is BCE on the sigmoid output, without its log(0) at saturation.
             loss = F.binary_cross_entropy_with_logits(logits, targets[batch])
             objective = loss
@@ -230,9 +248,9 @@ def train(
             optimizer.zero_grad(set_to_none=True)
             objective.backward()
             optimizer.step()
-            loss_sum += loss.detach() * len(batch)
+            loss_sum += loss.detach() * (len(batch) * channels_per_pair)
             if on_progress is not None:
-                done = min(step * cfg.batch_size, count)
+                done = min(step * pairs_per_step * channels_per_pair, count)
                 loss_value = float(loss_sum) / done
                 elapsed = fit_seconds + (time.perf_counter() - epoch_started)
                 seen = examples_seen + done
@@ -307,6 +325,15 @@ def _embedding_penalty(
     if model.config.dot_branch:
         rows.append(model.gmf_product_embed(products))
     return sum(row.pow(2).sum(dim=1).mean() for row in rows)
+
+
+def _optimizer(model: RecommenderNN, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """Adam, with the embedding tables in a group of their own when ``embedding_lr`` is set."""
+    tables = [p for m in model.modules() if isinstance(m, torch.nn.Embedding) for p in m.parameters()]
+    table_ids = {id(p) for p in tables}
+    dense = [p for p in model.parameters() if id(p) not in table_ids]
+    groups = [{"params": dense}, {"params": tables, "lr": cfg.embedding_lr or cfg.lr}]
+    return torch.optim.Adam(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
 def _fold(model: RecommenderNN, past: History) -> RecommenderNN:

@@ -186,6 +186,34 @@ class RecommenderNN(nn.Module):
             logit = logit + self.gmf_out(gmf_user * self.gmf_product_embed(products)).squeeze(-1)
         return logit
 
+    def channel_logits_for(
+        self, user: torch.Tensor, gmf_user: torch.Tensor | None, products: torch.Tensor, prior: torch.Tensor
+    ) -> torch.Tensor:
+        """Return every channel's pre-sigmoid score at once, shape [B, num_interactions].
+
+        The same numbers as ``logits_for`` asked once per channel: fc1 is linear in its
+        concatenated input, so the customer, product and prior columns are applied once
+        per pair and only the channel's column (a constant per channel) per channel
+        (CatalogScorer serves with the same split). Training runs on pairs this way: fc1
+        costs a third of what three separate examples cost.
+        """
+        d = self.config.embed_dim
+        w1 = self.fc1.weight  # [64, 3d + 1]: user | product | interaction | prior
+        base = torch.addmm(
+            prior.to(w1.dtype)[:, None] * w1[:, 3 * d][None, :], user, w1[:, :d].t()
+        ) + self.product_embed(products) @ w1[:, d : 2 * d].t()  # [B, 64]
+        channel = self.interaction_embed.weight @ w1[:, 2 * d : 3 * d].t() + self.fc1.bias  # [C, 64]
+        h = self.relu(base[:, None, :] + channel[None, :, :])  # [B, C, 64]
+        if self.config.dropout > 0:
+            h = self.dropout(h)
+        h = self.relu(self.fc2(h))
+        if self.config.dropout > 0:
+            h = self.dropout(h)
+        logit = self.out(h).squeeze(-1)  # [B, C]
+        if self.config.dot_branch:
+            logit = logit + self.gmf_out(gmf_user * self.gmf_product_embed(products))
+        return logit
+
     def forward(
         self, customers: torch.Tensor, products: torch.Tensor, interactions: torch.Tensor, prior: torch.Tensor
     ) -> torch.Tensor:

@@ -127,3 +127,17 @@ def test_it_refuses_unknown_and_missing_config_keys():
 def test_it_refuses_sizes_that_are_not_positive_integers(fields):
     with pytest.raises(ValueError):
         RecommenderConfig(**fields)
+
+
+def test_channel_logits_for_equals_logits_asked_once_per_channel():
+    torch.manual_seed(3)
+    model = RecommenderNN(RecommenderConfig(num_customers=6, num_products=8, embed_dim=8, dot_branch=True)).eval()
+    customers = torch.tensor([0, 5, 2, 2])
+    products = torch.tensor([7, 0, 3, 4])
+    prior = torch.tensor([0.5, -1.0, 0.0, 2.0])
+
+    together = model.channel_logits_for(model.user_embed(customers), model.gmf_user_embed(customers), products, prior)
+
+    for channel in range(3):
+        alone = model.logits(customers, products, torch.full((4,), channel), prior)
+        assert torch.allclose(together[:, channel], alone, atol=1e-6)
