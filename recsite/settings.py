@@ -399,14 +399,28 @@ RECSITE_TRAINING = {
     # engaged products, "id" learns one per customer, "items+id" both (docs/model.md).
     "CUSTOMER_VECTOR": env_str("RECSITE_CUSTOMER_VECTOR", "items"),
     "HISTORY_LENGTH": env_int("RECSITE_HISTORY_LENGTH", 100),
+    "TIED_CONTEXT": env_bool("RECSITE_TIED_CONTEXT", False),
+    # The loss (training.ml.loop.TrainConfig): "softmax" ranks each engaged pair against
+    # SOFTMAX_NEGATIVES products shared by the batch, drawn ~ (1 + rows) ** NEGATIVE_EXPONENT
+    # (log-q corrected); "bce" is the per-channel cross-entropy with NEGATIVES_PER_POSITIVE
+    # negatives per pair (the loss before issue 13). docs/model.md has the measurements.
+    "LOSS": env_str("RECSITE_TRAINING_LOSS", "softmax"),
+    "SOFTMAX_NEGATIVES": env_int("RECSITE_SOFTMAX_NEGATIVES", 128),
+    "NEGATIVE_EXPONENT": env_float("RECSITE_NEGATIVE_EXPONENT", 0.75),
+    # The settings search inside a training run (training/ml/search.py): at most this many
+    # seconds of trying variations around the settings on the shop's validation split; a
+    # plain retrain reuses the last choice, and the search reruns when it is this many days
+    # old, or when a run asks for it (options {"search": true}). 0 seconds: never search.
+    "SEARCH_SECONDS": env_float("RECSITE_TRAINING_SEARCH_SECONDS", 300.0),
+    "SEARCH_EVERY_DAYS": env_float("RECSITE_TRAINING_SEARCH_EVERY_DAYS", 7.0),
     "EPOCHS": env_int("RECSITE_TRAIN_EPOCHS", 20),
     # 0: chosen per run so an epoch has at least MIN_STEPS_PER_EPOCH steps, within
     # [128, 1024]; small shops otherwise get too few Adam steps per epoch (docs/model.md).
     "BATCH_SIZE": 0,
     "MIN_STEPS_PER_EPOCH": 400,
-    # With the embedding L2 of TrainConfig (docs/model.md "Against ALS and BPR"): 1e-3 peaked
-    # at epoch 3-4 and generalised worse.
-    "LR": 5e-4,
+    # For the softmax loss over folded customers (docs/model.md "Issue 13"): 3e-3 reached the
+    # best validation in 7-8 epochs on ml-100k, YooChoose and DIGINETICA; BCE wanted 5e-4-1e-3.
+    "LR": 3e-3,
     "WEIGHT_DECAY": 0.0,
     # An engaged pair's target is at least this on every channel (1-3 star ratings were
     # taught as near-negatives), and L2 on the embedding rows a batch uses; both measured

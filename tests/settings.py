@@ -10,6 +10,8 @@ os.environ.setdefault("RECSITE_VAR_DIR", str(Path(__file__).resolve().parent.par
 # own connection) would wait on the test's lock; tests that need heartbeats set these.
 os.environ.setdefault("RECSITE_TRAINING_HEARTBEAT_SECONDS", "3600")
 os.environ.setdefault("RECSITE_TRAINING_STALE_SECONDS", "7300")
+# A training run in a test trains once; the tests of the settings search turn it on.
+os.environ.setdefault("RECSITE_TRAINING_SEARCH_SECONDS", "0")
 
 from recsite.settings import *
 

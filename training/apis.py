@@ -241,6 +241,17 @@ class TrainingOptionsSerializer(StrictInputSerializer):
     dot_branch = StrictBooleanField(required=False)
     positive_floor = StrictNumberField(min_value=0, max_value=1, required=False)
     embedding_l2 = StrictNumberField(min_value=0, required=False)
+    customer_vector = serializers.ChoiceField(choices=["id", "items", "items+id"], required=False)
+    history_length = StrictIntegerField(min_value=1, max_value=10_000, required=False)
+    tied_context = StrictBooleanField(required=False)
+    loss = serializers.ChoiceField(choices=["bce", "softmax"], required=False)
+    softmax_negatives = StrictIntegerField(min_value=1, max_value=4096, required=False)
+    negative_exponent = StrictNumberField(min_value=0, max_value=2, required=False)
+    search = StrictBooleanField(
+        required=False,
+        help_text="true: search the training settings on this shop's validation split first; false: do not "
+        "(default: when none has run, or the last is older than RECSITE_TRAINING_SEARCH_EVERY_DAYS).",
+    )
 
 
 class TrainingRunListApi(APIView):

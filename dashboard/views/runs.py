@@ -75,10 +75,19 @@ def run_list(request: HttpRequest) -> HttpResponse:
 def run_retrain(request: HttpRequest) -> HttpResponse:
     """Confirm (GET), then start a run (POST, single flight) and go to it, or to the one already in flight."""
     if request.method == "GET":
-        context = {"nav": "runs", "in_flight": run_in_flight(), "epochs": settings.RECSITE_TRAINING["EPOCHS"]}
+        conf = settings.RECSITE_TRAINING
+        context = {
+            "nav": "runs",
+            "in_flight": run_in_flight(),
+            "epochs": conf["EPOCHS"],
+            "search_seconds": int(conf["SEARCH_SECONDS"]),
+            "search_every_days": conf["SEARCH_EVERY_DAYS"],
+        }
         return render(request, "dashboard/run_retrain.html", context)
+    # The box asks for the settings search now; unticked, the schedule decides (runs._base_options).
+    options = {"search": True} if request.POST.get("search") == "on" else {}
     try:
-        run, created = training_run_start(triggered_by=actor_of(request))
+        run, created = training_run_start(triggered_by=actor_of(request), options=options)
     except (KombuOperationalError, ConnectionError, OSError) as exc:
         # Raised by the enqueue once the run's row is committed: the service has failed
         # the run already, so the single-flight slot is free again.

@@ -42,6 +42,12 @@ class TrainConfig:
     negatives_per_positive: int = 4
     # 0: negatives drawn uniformly; > 0: in proportion to (1 + rows) ** this (data.sample_examples).
     negative_exponent: float = 0.0
+    # "bce": per-channel binary cross-entropy on each pair and its negatives_per_positive
+    # sampled negatives; "softmax": each engaged pair against softmax_negatives products
+    # shared by the batch (sampled as negative_exponent says, log-q corrected, the
+    # customer's own products masked), on one channel drawn by the engagement weights.
+    loss: str = "bce"
+    softmax_negatives: int = 128
     # 0: learn each channel's intensity; 1: only that a pair was engaged with (data.sample_examples).
     # 0.5: an engaged pair counts at least half on every channel (docs/model.md, issue 5).
     positive_floor: float = 0.5
@@ -77,6 +83,12 @@ class TrainConfig:
             and 0 <= self.negative_exponent <= 2
         ):  # fmt: skip
             raise ValueError(f"negative_exponent must be a number in [0, 2], got {self.negative_exponent!r}.")
+        if self.loss not in ("bce", "softmax"):
+            raise ValueError(f"loss must be 'bce' or 'softmax', got {self.loss!r}.")
+        if isinstance(self.softmax_negatives, bool) or not isinstance(self.softmax_negatives, int) or not (
+            1 <= self.softmax_negatives <= 4096
+        ):
+            raise ValueError(f"softmax_negatives must be an integer in [1, 4096], got {self.softmax_negatives!r}.")
         if not (isinstance(self.positive_floor, (int, float)) and 0 <= self.positive_floor <= 1):
             raise ValueError(f"positive_floor must be a number in [0, 1], got {self.positive_floor!r}.")
         if not (
@@ -188,6 +200,7 @@ def train(
     optimizer = _optimizer(model, cfg)
     prior_on_device = torch.as_tensor(prior, device=device)
     validate = _validation_plan(validation, cfg) if validation is not None else None
+    softmax = _SampledSoftmax(train, cfg, channel_weights, device) if cfg.loss == "softmax" else None
     # The customer side of a folded model: each customer's training rows (customers.py).
     past = customer_history(train, model_config.history_length) if model_config.folds_items else None
     past_on_device = HistoryTensors(past, device) if past is not None else None
@@ -210,7 +223,7 @@ def train(
         rng = np.random.default_rng([cfg.seed, epoch])
         pairs = sample_pairs(
             train,
-            negatives_per_positive=cfg.negatives_per_positive,
+            negatives_per_positive=0 if softmax is not None else cfg.negatives_per_positive,
             rng=rng,
             positive_floor=cfg.positive_floor,
             negative_exponent=cfg.negative_exponent,
@@ -239,12 +252,19 @@ def train(
                 if model_config.learns_ids:
                     users = folded = [v + table(batch_customers) for v, table in zip(folded, model.customer_tables())]
             gmf_user = users[-1] if model_config.dot_branch else None
-            logits = model.channel_logits_for(users[0], gmf_user, batch_products, batch_prior)  # [pairs, channels]
-            # BCE with logits is BCE on the sigmoid output, without its log(0) at saturation.
-            loss = F.binary_cross_entropy_with_logits(logits, targets[batch])
+            if softmax is None:
+                logits = model.channel_logits_for(users[0], gmf_user, batch_products, batch_prior)  # [pairs, channels]
+                # BCE with logits is BCE on the sigmoid output, without its log(0) at saturation.
+                loss = F.binary_cross_entropy_with_logits(logits, targets[batch])
+                penalised = batch_products
+            else:
+                loss, negatives = softmax.loss(
+                    model, users[0], gmf_user, batch_customers, batch_products, targets[batch], prior_on_device
+                )
+                penalised = torch.cat([batch_products, negatives])
             objective = loss
             if cfg.embedding_l2:
-                objective = loss + cfg.embedding_l2 * _embedding_penalty(model, batch_customers, batch_products, folded)
+                objective = loss + cfg.embedding_l2 * _embedding_penalty(model, batch_customers, penalised, folded)
             optimizer.zero_grad(set_to_none=True)
             objective.backward()
             optimizer.step()
@@ -325,6 +345,43 @@ def _embedding_penalty(
     if model.config.dot_branch:
         rows.append(model.gmf_product_embed(products))
     return sum(row.pow(2).sum(dim=1).mean() for row in rows)
+
+
+class _SampledSoftmax:
+    """The "softmax" loss: each engaged pair against negatives shared by the batch.
+
+    Per step, ``softmax_negatives`` products are drawn with probability q ~ (1 + rows) **
+    ``negative_exponent``; each logit is corrected by -log(N q) (the sampled softmax's
+    log-q correction, so popular products are not over-penalised for being drawn often),
+    and a drawn product the row's customer engaged with is masked out. Each pair is asked
+    on one channel, drawn with the engagement weights, and its cross-entropy is weighted
+    by that channel's target, so stronger engagement counts more.
+    """
+
+    def __init__(self, train: Interactions, cfg: TrainConfig, channel_weights: Sequence[float], device) -> None:
+        rows = np.bincount(train.product_idx, minlength=train.num_products).astype(np.float64)
+        q = (1.0 + rows) ** cfg.negative_exponent
+        self.q = torch.as_tensor(q / q.sum(), dtype=torch.float32, device=device)
+        self.count = cfg.softmax_negatives
+        self.log_nq = torch.log(self.count * self.q)
+        self.channel_weights = torch.as_tensor(list(channel_weights), dtype=torch.float32, device=device)
+        self.stride = train.num_products
+        keys = np.unique(train.customer_idx * self.stride + train.product_idx)
+        self.seen = torch.as_tensor(keys, device=device)
+        self.generator = torch.Generator(device=device).manual_seed(cfg.seed)
+
+    def loss(self, model, user, gmf_user, customers, products, targets, prior) -> tuple[torch.Tensor, torch.Tensor]:
+        negatives = torch.multinomial(self.q, self.count, replacement=True, generator=self.generator)
+        channels = torch.multinomial(self.channel_weights, len(customers), replacement=True, generator=self.generator)
+        positive = model.logits_for(user, gmf_user, products, channels, prior[products]) - self.log_nq[products]
+        shared = model.shared_logits_for(user, gmf_user, channels, negatives, prior[negatives])
+        shared = shared - self.log_nq[negatives][None, :]
+        keys = customers[:, None] * self.stride + negatives[None, :]
+        at = torch.searchsorted(self.seen, keys).clamp_max(len(self.seen) - 1)
+        shared = shared.masked_fill(self.seen[at] == keys, -torch.inf)
+        log_p = torch.log_softmax(torch.cat([positive[:, None], shared], dim=1), dim=1)[:, 0]
+        weight = targets.gather(1, channels[:, None]).squeeze(1)
+        return -(weight * log_p).sum() / weight.sum().clamp_min(1e-6), negatives
 
 
 def _optimizer(model: RecommenderNN, cfg: TrainConfig) -> torch.optim.Optimizer:

@@ -46,6 +46,10 @@ class RecommenderConfig:
     customer_vector: str = "id"
     # The fold reads each customer's most recent ``history_length`` engaged products.
     history_length: int = 100
+    # Fold from the product tables themselves (``product_embed``, ``gmf_product_embed``)
+    # instead of separate context tables: half the product parameters, and products that
+    # are engaged with together move towards each other from both sides.
+    tied_context: bool = False
 
     def __post_init__(self) -> None:
         for name in ("num_customers", "num_products", "num_interactions", "embed_dim"):
@@ -58,6 +62,8 @@ class RecommenderConfig:
             raise ValueError(f"customer_vector must be one of {', '.join(CUSTOMER_VECTORS)}, got {self.customer_vector!r}.")
         if isinstance(self.history_length, bool) or not isinstance(self.history_length, int) or self.history_length <= 0:
             raise ValueError(f"history_length must be a positive integer, got {self.history_length!r}.")
+        if not isinstance(self.tied_context, bool):
+            raise ValueError(f"tied_context must be a bool, got {self.tied_context!r}.")  # noqa: TRY004
         if not isinstance(self.dot_branch, bool):
             # ValueError like every other bad option, so callers catch one exception type.
             raise ValueError(f"dot_branch must be a bool, got {self.dot_branch!r}.")  # noqa: TRY004
@@ -120,7 +126,7 @@ class RecommenderNN(nn.Module):
             self.gmf_user_embed = nn.Embedding(config.num_customers, d)
             self.gmf_product_embed = nn.Embedding(config.num_products, d)
             self.gmf_out = nn.Linear(d, 1)
-        if config.folds_items:
+        if config.folds_items and not config.tied_context:
             # The products a customer engaged with, as seen from the customer's side.
             self.context_embed = nn.Embedding(config.num_products, d)
             if config.dot_branch:
@@ -148,6 +154,8 @@ class RecommenderNN(nn.Module):
         """The tables a customer's vectors are folded from, in ``customer_tables`` order."""
         if not self.config.folds_items:
             return []
+        if self.config.tied_context:
+            return [self.product_embed, self.gmf_product_embed] if self.config.dot_branch else [self.product_embed]
         return [self.context_embed, self.gmf_context_embed] if self.config.dot_branch else [self.context_embed]
 
     def logits(
@@ -212,6 +220,36 @@ class RecommenderNN(nn.Module):
         logit = self.out(h).squeeze(-1)  # [B, C]
         if self.config.dot_branch:
             logit = logit + self.gmf_out(gmf_user * self.gmf_product_embed(products))
+        return logit
+
+    def shared_logits_for(
+        self,
+        user: torch.Tensor,
+        gmf_user: torch.Tensor | None,
+        interactions: torch.Tensor,
+        products: torch.Tensor,
+        prior: torch.Tensor,
+    ) -> torch.Tensor:
+        """Return the pre-sigmoid score of every product for every row, shape [B, N].
+
+        Row b asks channel ``interactions[b]`` of customer vector ``user[b]`` about each of
+        the N ``products`` (one list for all rows: the shared negatives of a sampled
+        softmax). The same numbers as ``logits_for`` per (row, product), with fc1 split
+        by its input columns as in ``channel_logits_for``.
+        """
+        d = self.config.embed_dim
+        w1 = self.fc1.weight
+        rows = user @ w1[:, :d].t() + self.interaction_embed(interactions) @ w1[:, 2 * d : 3 * d].t() + self.fc1.bias
+        columns = self.product_embed(products) @ w1[:, d : 2 * d].t() + prior.to(w1.dtype)[:, None] * w1[:, 3 * d]
+        h = self.relu(rows[:, None, :] + columns[None, :, :])  # [B, N, 64]
+        if self.config.dropout > 0:
+            h = self.dropout(h)
+        h = self.relu(self.fc2(h))
+        if self.config.dropout > 0:
+            h = self.dropout(h)
+        logit = self.out(h).squeeze(-1)  # [B, N]
+        if self.config.dot_branch:
+            logit = logit + (gmf_user * self.gmf_out.weight[0]) @ self.gmf_product_embed(products).t() + self.gmf_out.bias
         return logit
 
     def forward(

@@ -33,6 +33,7 @@ from training.ml.loop import Progress, TrainConfig, TrainingCancelled, train
 from training.ml.metrics import evaluate_split
 from training.ml.model import RecommenderConfig
 from training.ml.scoring import CatalogScorer
+from training.ml.search import candidates, search
 from training.models import ModelPromotion, ModelVersion, TrainingRun
 
 from .dataset import TrainingData, training_data_load
@@ -72,6 +73,13 @@ OPTIONS: dict[str, tuple[type, str]] = {
     "embedding_l2": (float, "EMBEDDING_L2"),
     "customer_vector": (str, "CUSTOMER_VECTOR"),
     "history_length": (int, "HISTORY_LENGTH"),
+    "tied_context": (bool, "TIED_CONTEXT"),
+    "loss": (str, "LOSS"),
+    "softmax_negatives": (int, "SOFTMAX_NEGATIVES"),
+    "negative_exponent": (float, "NEGATIVE_EXPONENT"),
+    # Not a setting: true runs the settings search now, false skips it (search.py; absent:
+    # the search runs when none has, or the last is older than SEARCH_EVERY_DAYS).
+    "search": (bool, None),
 }
 PROGRESS_MIN_INTERVAL_SECONDS = 1.0
 
@@ -116,7 +124,7 @@ def _configs(
 ) -> tuple[RecommenderConfig, TrainConfig]:
     """Settings, overridden by the run's options, as the two ML configs."""
     defaults = settings.RECSITE_TRAINING
-    values = {name: options.get(name, defaults[key]) for name, (_, key) in OPTIONS.items()}
+    values = {name: options.get(name, defaults[key]) for name, (_, key) in OPTIONS.items() if key is not None}
     if values["batch_size"] == 0:
         values["batch_size"] = auto_batch_size(
             train_rows=train_rows, negatives_per_positive=values["negatives_per_positive"]
@@ -408,25 +416,54 @@ def _execute(run: TrainingRun, writer: _ProgressWriter) -> None:
     # items stay unseen until the final evaluation.
     inner = leave_last_out(outer.train)
     prior = product_prior(inner.train)
-    model_config, train_config = _configs(
-        run.options,
-        num_customers=len(data.customer_ids),
-        num_products=len(data.product_ids),
-        train_rows=len(inner.train.customer_idx),
-    )
-    writer.phase("training")
-    result = train(
-        model_config=model_config,
-        train_config=train_config,
-        train=inner.train,
-        validation=inner,
-        prior=prior,
-        channel_weights=data.channel_weights,
-        on_progress=writer,
-    )
+    sizes = {
+        "num_customers": len(data.customer_ids),
+        "num_products": len(data.product_ids),
+        "train_rows": len(inner.train.customer_idx),
+    }
+    base, search_why = _base_options(run)
+
+    def fit(options: dict[str, Any]):
+        model_config, train_config = _configs(options, **sizes)
+        return train(
+            model_config=model_config,
+            train_config=train_config,
+            train=inner.train,
+            validation=inner,
+            prior=prior,
+            channel_weights=data.channel_weights,
+            on_progress=writer,
+        )
+
+    search_record: dict[str, Any] | None = None
+    if search_why:
+        tried = candidates(base, _resolved(base, **sizes))
+        writer.phase(f"searching settings ({len(tried)} candidates)")
+        found = search(
+            fit,
+            tried,
+            budget_seconds=conf["SEARCH_SECONDS"],
+            on_trial=lambda t: writer.phase(f"searching settings: tried {t.options or 'the base options'}"),
+        )
+        result, chosen = found.best, found.chosen
+        search_record = {
+            "why": search_why,
+            "budget_seconds": conf["SEARCH_SECONDS"],
+            "seconds": round(found.seconds, 1),
+            "chosen": chosen,
+            "tried": [t.to_dict() for t in found.trials],
+            "skipped": found.skipped,
+        }
+    else:
+        writer.phase("training")
+        chosen = base
+        result = fit(chosen)
+    model_config, train_config = _configs(chosen, **sizes)
     train_seconds = time.monotonic() - started
     writer.phase("evaluating")
-    metrics = _evaluate(result.model, prior, data, outer, train_config.seed)
+    # The gate's model: the trained weights with every customer folded from the rows
+    # before their test item. The saved model folds them from every row (docs/model.md).
+    metrics = _evaluate(result.refold(outer.train), prior, data, outer, train_config.seed)
     metrics["data"] = _data_summary(data, test_customers)
     metrics["training"] = {
         "seconds": round(train_seconds, 2),
@@ -443,9 +480,12 @@ def _execute(run: TrainingRun, writer: _ProgressWriter) -> None:
         tolerance=conf["PROMOTION_TOLERANCE"],
     )
     metrics["gate"] = {"promote": decision.promote, "reason": decision.reason}
+    metrics["settings"] = {"options": chosen, "searched": search_record is not None}
+    if search_record is not None:
+        metrics["search"] = search_record
     writer.phase("saving")
     version = _save_version(
-        run, result.model, model_config, train_config, prior, data, metrics,
+        run, result.refold(data.interactions), model_config, train_config, prior, data, metrics,
         status=ModelVersion.Status.CANDIDATE if decision.promote else ModelVersion.Status.REJECTED,
     )  # fmt: skip
     metrics["total_seconds"] = round(time.monotonic() - started, 2)
@@ -470,6 +510,46 @@ def _execute(run: TrainingRun, writer: _ProgressWriter) -> None:
             version_id=version.pk, actor=f"training-run:{run.pk}", action=ModelPromotion.Action.PROMOTE
         )
         _finish(run.pk, status=Status.SUCCEEDED, **common)
+
+
+def _base_options(run: TrainingRun) -> tuple[dict[str, Any], str]:
+    """The options a run trains with, and why it searches first ("" when it does not).
+
+    A plain run reuses the settings the last search chose, under the run's own options.
+    The search runs when asked (``search: true``), or when none has run or the last one
+    is older than SEARCH_EVERY_DAYS, unless the run says ``search: false`` or
+    SEARCH_SECONDS is 0.
+    """
+    conf = settings.RECSITE_TRAINING
+    asked = run.options.get("search")
+    own = {k: v for k, v in run.options.items() if k != "search"}
+    last = (
+        TrainingRun.objects.filter(metrics__search__chosen__isnull=False, finished_at__isnull=False)
+        .exclude(pk=run.pk)
+        .order_by("-finished_at")
+        .first()
+    )
+    reused = dict(last.metrics["search"]["chosen"]) if last is not None else {}
+    base = {k: v for k, v in reused.items() if k in OPTIONS and OPTIONS[k][1] is not None} | own
+    if asked is False or conf["SEARCH_SECONDS"] <= 0:
+        return base, ""
+    # A search starts from settings under the run's own options, not from the last
+    # choice: a choice is never the centre of the next search, so it cannot drift.
+    if asked:
+        return own, "asked for"
+    if last is None:
+        return own, "no search has run yet"
+    age = timezone.now() - last.finished_at
+    if age > timedelta(days=conf["SEARCH_EVERY_DAYS"]):
+        return own, f"the last search (run {last.pk}) is {age.days} days old"
+    return base, ""
+
+
+def _resolved(options: dict[str, Any], **sizes: int) -> dict[str, Any]:
+    """Every option's value under ``options``: settings' defaults, overridden."""
+    model_config, train_config = _configs(options, **sizes)
+    values = model_config.to_dict() | train_config.to_dict()
+    return {name: values[name] for name, (_, key) in OPTIONS.items() if key is not None}
 
 
 def _data_summary(data: TrainingData, test_customers: int) -> dict[str, Any]:

@@ -102,6 +102,7 @@ def test_it_round_trips_its_config_through_a_plain_dict():
         "dot_branch": True,
         "customer_vector": "id",
         "history_length": 100,
+        "tied_context": False,
     }
 
 
@@ -141,3 +142,20 @@ def test_channel_logits_for_equals_logits_asked_once_per_channel():
     for channel in range(3):
         alone = model.logits(customers, products, torch.full((4,), channel), prior)
         assert torch.allclose(together[:, channel], alone, atol=1e-6)
+
+
+def test_shared_logits_for_equals_logits_of_every_row_and_product():
+    torch.manual_seed(4)
+    model = RecommenderNN(RecommenderConfig(num_customers=6, num_products=8, embed_dim=8, dot_branch=True)).eval()
+    customers = torch.tensor([0, 5, 2])
+    channels = torch.tensor([2, 0, 1])
+    products = torch.tensor([7, 0, 3, 3])
+    prior = torch.tensor([0.5, -1.0, 0.0, 0.0])
+
+    shared = model.shared_logits_for(
+        model.user_embed(customers), model.gmf_user_embed(customers), channels, products, prior
+    )
+
+    for row in range(3):
+        alone = model.logits(customers[row].repeat(4), products, channels[row].repeat(4), prior)
+        assert torch.allclose(shared[row], alone, atol=1e-6)

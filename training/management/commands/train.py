@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 
@@ -53,7 +54,7 @@ class Command(BaseCommand):
         for name, (kind, _) in OPTIONS.items():
             flag = "--" + name.replace("_", "-")
             if kind is bool:
-                parser.add_argument(flag, action="store_true", default=None, dest=name)
+                parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, dest=name)
             else:
                 parser.add_argument(flag, type=kind, default=None, dest=name, help="(settings.RECSITE_TRAINING)")
         parser.add_argument("--json", action="store_true", dest="as_json", help="Also print the run's metrics as JSON.")
