@@ -12,7 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from training.ml.artifact import LoadedModel
-from training.ml.data import Split
+from training.ml.customers import customer_history, fold_customers
+from training.ml.data import Interactions, Split
 from training.ml.metrics import popularity_scores
 from training.ml.scoring import CatalogScorer
 
@@ -49,6 +50,12 @@ def champion_score_fn(
     champion_customer = np.array([champion.customer_index.get(c, -1) for c in customer_ids], dtype=np.int64)
     champion_product = np.array([champion.product_index.get(p, -1) for p in product_ids], dtype=np.int64)
     known_products = np.flatnonzero(champion_product >= 0)
+    scorer = champion.scorer
+    if champion.config.folds_items:
+        # Its customers were folded from every row it saw, the test items of this split
+        # among them: fold them again from this split's training rows, as the candidate's are.
+        scorer = CatalogScorer(_refolded(champion, split, champion_customer, champion_product), champion.prior,
+                               champion.channel_weights)  # fmt: skip
 
     def score(customers: np.ndarray) -> np.ndarray:
         customers = np.asarray(customers, dtype=np.int64)
@@ -57,11 +64,29 @@ def champion_score_fn(
         known = np.flatnonzero(mapped >= 0)
         if len(known):
             rows = np.full((len(known), len(popularity)), -np.inf, dtype=np.float32)
-            rows[:, known_products] = champion.scorer.score(mapped[known], champion_product[known_products])
+            rows[:, known_products] = scorer.score(mapped[known], champion_product[known_products])
             out[known] = rows
         return out
 
     return score
+
+
+def _refolded(champion: LoadedModel, split: Split, customer_map: np.ndarray, product_map: np.ndarray):
+    """The champion's model with its customers folded from ``split.train`` (mapped into its id spaces)."""
+    rows = split.train
+    customers, products = customer_map[rows.customer_idx], product_map[rows.product_idx]
+    known = (customers >= 0) & (products >= 0)
+    config = champion.config
+    mapped = Interactions(
+        customer_idx=customers[known],
+        product_idx=products[known],
+        targets=rows.targets[known],
+        dwell_ms=rows.dwell_ms[known],
+        timestamp=rows.timestamp[known],
+        num_customers=config.num_customers,
+        num_products=config.num_products,
+    )
+    return fold_customers(champion.model, customer_history(mapped, config.history_length))
 
 
 def metric_of(metrics: dict) -> float:
