@@ -399,6 +399,7 @@ RECSITE_TRAINING = {
     # engaged products, "id" learns one per customer, "items+id" both (docs/model.md).
     "CUSTOMER_VECTOR": env_str("RECSITE_CUSTOMER_VECTOR", "items"),
     "HISTORY_LENGTH": env_int("RECSITE_HISTORY_LENGTH", 100),
+    "HISTORY_DECAY": env_float("RECSITE_HISTORY_DECAY", 1.0),
     "TIED_CONTEXT": env_bool("RECSITE_TIED_CONTEXT", False),
     # The loss (training.ml.loop.TrainConfig): "softmax" ranks each engaged pair against
     # SOFTMAX_NEGATIVES products shared by the batch, drawn ~ (1 + rows) ** NEGATIVE_EXPONENT

@@ -243,6 +243,7 @@ class TrainingOptionsSerializer(StrictInputSerializer):
     embedding_l2 = StrictNumberField(min_value=0, required=False)
     customer_vector = serializers.ChoiceField(choices=["id", "items", "items+id"], required=False)
     history_length = StrictIntegerField(min_value=1, max_value=10_000, required=False)
+    history_decay = StrictNumberField(min_value=0.01, max_value=1, required=False)
     tied_context = StrictBooleanField(required=False)
     loss = serializers.ChoiceField(choices=["bce", "softmax"], required=False)
     softmax_negatives = StrictIntegerField(min_value=1, max_value=4096, required=False)

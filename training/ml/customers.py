@@ -1,6 +1,6 @@
 """Customer vectors folded from the products a customer engaged with (RecommenderConfig.customer_vector).
 
-A customer's vector is the mean of the ``context_embed`` rows (and ``gmf_context_embed``
+A customer's vector is the (optionally recency-weighted) mean of the ``context_embed`` rows (and ``gmf_context_embed``
 rows, with the dot branch) of their ``history_length`` most recent engaged products,
 FISM-style. Training folds each example's customer from their training rows, leaving out
 the product the example asks about (else a positive would find itself in its own
@@ -69,6 +69,7 @@ class HistoryTensors:
         self.device = torch.device(device)
 
     def padded(self, customers: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return each customer's products [U, width] (newest first) and which slots hold one."""
         start = self.indptr[customers]
         count = self.indptr[customers + 1] - start
         width = max(int(count.max()) if len(customers) else 0, 1)
@@ -76,6 +77,21 @@ class HistoryTensors:
         mask = offsets[None, :] < count[:, None]
         positions = torch.where(mask, start[:, None] + offsets[None, :], self.pad)
         return self.products[positions], mask
+
+
+def _slot_weights(model: RecommenderNN, mask: torch.Tensor) -> torch.Tensor:
+    """Each history slot's weight: ``history_decay ** k`` for the k-th newest product, 0 for padding."""
+    decay = model.config.history_decay
+    weights = mask.to(model.fc1.weight.dtype)
+    if decay < 1:
+        weights = weights * decay ** torch.arange(mask.shape[1], device=mask.device, dtype=weights.dtype)[None, :]
+    return weights
+
+
+def _divide(sums: torch.Tensor, total: torch.Tensor) -> torch.Tensor:
+    """``sums / total`` per row, and 0 for a row with no weight left (no product, or only the excluded one)."""
+    empty = total <= 1e-6
+    return torch.where(empty[:, None], torch.zeros_like(sums), sums / torch.where(empty, 1.0, total)[:, None])
 
 
 def fold_vectors(
@@ -86,11 +102,11 @@ def fold_vectors(
     ``exclude`` [U]: a product left out of each row's mean (training's leave-one-out).
     A customer with no product left gets the zero vector.
     """
-    weights = mask.to(model.fc1.weight.dtype)
+    weights = _slot_weights(model, mask)
     if exclude is not None:
         weights = weights * (products != exclude[:, None])
-    count = weights.sum(dim=1, keepdim=True).clamp_min(1.0)
-    return [torch.einsum("uw,uwd->ud", weights, table(products)) / count for table in model.context_tables()]
+    total = weights.sum(dim=1)
+    return [_divide(torch.einsum("uw,uwd->ud", weights, table(products)), total) for table in model.context_tables()]
 
 
 def fold_examples(
@@ -103,14 +119,14 @@ def fold_examples(
     """
     distinct, inverse = torch.unique(customers, return_inverse=True)
     history_products, mask = history.padded(distinct)
-    weights = mask.to(model.fc1.weight.dtype)
+    weights = _slot_weights(model, mask)
     total = weights.sum(dim=1)
-    own = ((history_products[inverse] == products[:, None]) & mask[inverse]).to(weights.dtype).sum(dim=1)
-    count = (total[inverse] - own).clamp_min(1.0)[:, None]
+    # The weight of the example's own product in its customer's history (0 if it is not there).
+    own = ((history_products[inverse] == products[:, None]).to(weights.dtype) * weights[inverse]).sum(dim=1)
     vectors = []
     for table in model.context_tables():
         sums = torch.einsum("uw,uwd->ud", weights, table(history_products))
-        vectors.append((sums[inverse] - own[:, None] * table(products)) / count)
+        vectors.append(_divide(sums[inverse] - own[:, None] * table(products), total[inverse] - own))
     return vectors
 
 

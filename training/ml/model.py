@@ -44,8 +44,10 @@ class RecommenderConfig:
     # plus a learnt per-customer offset. With "items", training writes every customer's
     # folded vector into ``user_embed`` (customers.fold_customers): serving reads it as ever.
     customer_vector: str = "id"
-    # The fold reads each customer's most recent ``history_length`` engaged products.
+    # The fold reads each customer's most recent ``history_length`` engaged products, the
+    # k-th newest weighted ``history_decay ** k`` (1: a plain mean).
     history_length: int = 100
+    history_decay: float = 1.0
     # Fold from the product tables themselves (``product_embed``, ``gmf_product_embed``)
     # instead of separate context tables: half the product parameters, and products that
     # are engaged with together move towards each other from both sides.
@@ -62,6 +64,10 @@ class RecommenderConfig:
             raise ValueError(f"customer_vector must be one of {', '.join(CUSTOMER_VECTORS)}, got {self.customer_vector!r}.")
         if isinstance(self.history_length, bool) or not isinstance(self.history_length, int) or self.history_length <= 0:
             raise ValueError(f"history_length must be a positive integer, got {self.history_length!r}.")
+        if isinstance(self.history_decay, bool) or not isinstance(self.history_decay, (int, float)) or not (
+            0 < self.history_decay <= 1
+        ):
+            raise ValueError(f"history_decay must be a number in (0, 1], got {self.history_decay!r}.")
         if not isinstance(self.tied_context, bool):
             raise ValueError(f"tied_context must be a bool, got {self.tied_context!r}.")  # noqa: TRY004
         if not isinstance(self.dot_branch, bool):

@@ -73,6 +73,7 @@ OPTIONS: dict[str, tuple[type, str]] = {
     "embedding_l2": (float, "EMBEDDING_L2"),
     "customer_vector": (str, "CUSTOMER_VECTOR"),
     "history_length": (int, "HISTORY_LENGTH"),
+    "history_decay": (float, "HISTORY_DECAY"),
     "tied_context": (bool, "TIED_CONTEXT"),
     "loss": (str, "LOSS"),
     "softmax_negatives": (int, "SOFTMAX_NEGATIVES"),

@@ -116,3 +116,19 @@ def test_a_folded_model_learns_planted_tastes_and_serves_customers_it_never_trai
     assert model_ndcg(served, new) >= 1.5 * popularity_ndcg(new)
     # Control: as trained (folded from training rows only) they have no products, so no vector.
     assert model_ndcg(result.model, new) < model_ndcg(served, new)
+
+
+def test_history_decay_weights_the_newest_products_most():
+    torch.manual_seed(2)
+    config = RecommenderConfig(num_customers=3, num_products=6, embed_dim=4, customer_vector="items", history_decay=0.5)
+    model = RecommenderNN(config)
+    rows = _rows([0, 0, 0], [1, 4, 2], [1, 2, 3])  # newest first: 2, 4, 1
+
+    folded = fold_customers(model, customer_history(rows, length=10))
+    context = model.context_embed.weight.detach()
+    assert torch.allclose(folded.user_embed.weight[0], (context[2] + 0.5 * context[4] + 0.25 * context[1]) / 1.75)
+
+    # In training, leaving out the newest product leaves the other two with their own weights.
+    history = HistoryTensors(customer_history(rows, length=10))
+    vectors = fold_examples(model, history, torch.tensor([0]), torch.tensor([2]))[0].detach()
+    assert torch.allclose(vectors[0], (0.5 * context[4] + 0.25 * context[1]) / 0.75, atol=1e-6)

@@ -102,6 +102,7 @@ def test_it_round_trips_its_config_through_a_plain_dict():
         "dot_branch": True,
         "customer_vector": "id",
         "history_length": 100,
+        "history_decay": 1.0,
         "tied_context": False,
     }
 
