@@ -88,7 +88,11 @@ def test_the_database_allows_one_run_in_flight():
 
 @pytest.mark.django_db
 @pytest.mark.parametrize(
-    "options", [{"epochs": "3"}, {"epochs": True}, {"nope": 1}, {"lr": -1.0}, {"dot_branch": 1}, {"epochs": 0}]
+    "options",
+    [
+        {"epochs": "3"}, {"epochs": True}, {"nope": 1}, {"lr": -1.0}, {"dot_branch": 1}, {"epochs": 0},
+        {"search": "yes"}, {"loss": "hinge"}, {"customer_vector": "both"}, {"history_decay": 0.0},
+    ],
 )
 def test_it_refuses_unknown_or_ill_typed_options(options):
     with pytest.raises(TrainingOptionsInvalid):

@@ -15,7 +15,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, fields
+from dataclasses import asdict
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -29,14 +29,21 @@ from django.utils import timezone
 from engagement.services import engagement_fold
 from training.ml.artifact import save_artifact
 from training.ml.data import leave_last_out, product_prior
-from training.ml.loop import Progress, TrainConfig, TrainingCancelled, train
+from training.ml.loop import Progress, TrainingCancelled, train
 from training.ml.metrics import evaluate_split
-from training.ml.model import RecommenderConfig
 from training.ml.scoring import CatalogScorer
 from training.ml.search import candidates, search
 from training.models import ModelPromotion, ModelVersion, TrainingRun
 
 from .dataset import TrainingData, training_data_load
+from .options import (  # noqa: F401 (OPTIONS, _configs and the validation are imported from here too)
+    OPTIONS,
+    TrainingOptionsInvalid,
+    _configs,
+    base_options,
+    resolved_options,
+    training_options_validate,
+)
 from .evaluation import (
     champion_score_fn,
     gate_decide,
@@ -56,89 +63,7 @@ logger = logging.getLogger(__name__)
 
 Status = TrainingRun.Status
 
-# Per-run options: name -> (type, settings.RECSITE_TRAINING key).
-OPTIONS: dict[str, tuple[type, str]] = {
-    "epochs": (int, "EPOCHS"),
-    "batch_size": (int, "BATCH_SIZE"),
-    "lr": (float, "LR"),
-    "weight_decay": (float, "WEIGHT_DECAY"),
-    "negatives_per_positive": (int, "NEGATIVES_PER_POSITIVE"),
-    "patience": (int, "PATIENCE"),
-    "seed": (int, "SEED"),
-    "max_validation_customers": (int, "MAX_VALIDATION_CUSTOMERS"),
-    "embed_dim": (int, "EMBED_DIM"),
-    "dropout": (float, "DROPOUT"),
-    "dot_branch": (bool, "DOT_BRANCH"),
-    "positive_floor": (float, "POSITIVE_FLOOR"),
-    "embedding_l2": (float, "EMBEDDING_L2"),
-    "customer_vector": (str, "CUSTOMER_VECTOR"),
-    "history_length": (int, "HISTORY_LENGTH"),
-    "history_decay": (float, "HISTORY_DECAY"),
-    "tied_context": (bool, "TIED_CONTEXT"),
-    "loss": (str, "LOSS"),
-    "softmax_negatives": (int, "SOFTMAX_NEGATIVES"),
-    "negative_exponent": (float, "NEGATIVE_EXPONENT"),
-    # Not a setting: true runs the settings search now, false skips it (search.py; absent:
-    # the search runs when none has, or the last is older than SEARCH_EVERY_DAYS).
-    "search": (bool, None),
-}
 PROGRESS_MIN_INTERVAL_SECONDS = 1.0
-
-
-class TrainingOptionsInvalid(ValueError):
-    """Run options that are not known or not of the right type; the message names them."""
-
-
-def training_options_validate(options: dict[str, Any]) -> dict[str, Any]:
-    """Return ``options`` if they name known settings with values the two configs accept.
-
-    The configs check types and ranges themselves (a bool is not an int there, "3" not
-    a number), so building them is the check.
-    """
-    if not isinstance(options, dict):
-        raise TrainingOptionsInvalid("options must be an object.")
-    unknown = sorted(set(options) - set(OPTIONS))
-    if unknown:
-        raise TrainingOptionsInvalid(f"Unknown options: {', '.join(unknown)}; known: {', '.join(sorted(OPTIONS))}.")
-    try:
-        _configs(options, num_customers=1, num_products=1)
-    except (TypeError, ValueError) as exc:
-        raise TrainingOptionsInvalid(str(exc)) from exc
-    return dict(options)
-
-
-AUTO_BATCH_BOUNDS = (128, 1024)
-
-
-def auto_batch_size(*, train_rows: int, negatives_per_positive: int) -> int:
-    """Return a batch size that gives an epoch MIN_STEPS_PER_EPOCH steps, within AUTO_BATCH_BOUNDS.
-
-    Each training row makes 3 examples (one per channel) and as many per negative.
-    """
-    examples = train_rows * (1 + negatives_per_positive) * 3
-    low, high = AUTO_BATCH_BOUNDS
-    return int(min(high, max(low, examples // settings.RECSITE_TRAINING["MIN_STEPS_PER_EPOCH"])))
-
-
-def _configs(
-    options: dict[str, Any], *, num_customers: int, num_products: int, train_rows: int = 0
-) -> tuple[RecommenderConfig, TrainConfig]:
-    """Settings, overridden by the run's options, as the two ML configs."""
-    defaults = settings.RECSITE_TRAINING
-    values = {name: options.get(name, defaults[key]) for name, (_, key) in OPTIONS.items() if key is not None}
-    if values["batch_size"] == 0:
-        values["batch_size"] = auto_batch_size(
-            train_rows=train_rows, negatives_per_positive=values["negatives_per_positive"]
-        )
-    model_fields = {f.name for f in fields(RecommenderConfig)}
-    train_fields = {f.name for f in fields(TrainConfig)}
-    model_config = RecommenderConfig(
-        num_customers=num_customers,
-        num_products=num_products,
-        **{k: v for k, v in values.items() if k in model_fields},
-    )
-    train_config = TrainConfig(**{k: v for k, v in values.items() if k in train_fields})
-    return model_config, train_config
 
 
 def training_run_in_flight() -> TrainingRun | None:
@@ -422,7 +347,7 @@ def _execute(run: TrainingRun, writer: _ProgressWriter) -> None:
         "num_products": len(data.product_ids),
         "train_rows": len(inner.train.customer_idx),
     }
-    base, search_why = _base_options(run)
+    base, search_why = base_options(run)
 
     def fit(options: dict[str, Any]):
         model_config, train_config = _configs(options, **sizes)
@@ -438,7 +363,7 @@ def _execute(run: TrainingRun, writer: _ProgressWriter) -> None:
 
     search_record: dict[str, Any] | None = None
     if search_why:
-        tried = candidates(base, _resolved(base, **sizes))
+        tried = candidates(base, resolved_options(base, **sizes))
         writer.phase(f"searching settings ({len(tried)} candidates)")
         found = search(
             fit,
@@ -511,46 +436,6 @@ def _execute(run: TrainingRun, writer: _ProgressWriter) -> None:
             version_id=version.pk, actor=f"training-run:{run.pk}", action=ModelPromotion.Action.PROMOTE
         )
         _finish(run.pk, status=Status.SUCCEEDED, **common)
-
-
-def _base_options(run: TrainingRun) -> tuple[dict[str, Any], str]:
-    """The options a run trains with, and why it searches first ("" when it does not).
-
-    A plain run reuses the settings the last search chose, under the run's own options.
-    The search runs when asked (``search: true``), or when none has run or the last one
-    is older than SEARCH_EVERY_DAYS, unless the run says ``search: false`` or
-    SEARCH_SECONDS is 0.
-    """
-    conf = settings.RECSITE_TRAINING
-    asked = run.options.get("search")
-    own = {k: v for k, v in run.options.items() if k != "search"}
-    last = (
-        TrainingRun.objects.filter(metrics__search__chosen__isnull=False, finished_at__isnull=False)
-        .exclude(pk=run.pk)
-        .order_by("-finished_at")
-        .first()
-    )
-    reused = dict(last.metrics["search"]["chosen"]) if last is not None else {}
-    base = {k: v for k, v in reused.items() if k in OPTIONS and OPTIONS[k][1] is not None} | own
-    if asked is False or conf["SEARCH_SECONDS"] <= 0:
-        return base, ""
-    # A search starts from settings under the run's own options, not from the last
-    # choice: a choice is never the centre of the next search, so it cannot drift.
-    if asked:
-        return own, "asked for"
-    if last is None:
-        return own, "no search has run yet"
-    age = timezone.now() - last.finished_at
-    if age > timedelta(days=conf["SEARCH_EVERY_DAYS"]):
-        return own, f"the last search (run {last.pk}) is {age.days} days old"
-    return base, ""
-
-
-def _resolved(options: dict[str, Any], **sizes: int) -> dict[str, Any]:
-    """Every option's value under ``options``: settings' defaults, overridden."""
-    model_config, train_config = _configs(options, **sizes)
-    values = model_config.to_dict() | train_config.to_dict()
-    return {name: values[name] for name, (_, key) in OPTIONS.items() if key is not None}
 
 
 def _data_summary(data: TrainingData, test_customers: int) -> dict[str, Any]:
