@@ -174,13 +174,15 @@ def train(
     prior: np.ndarray,
     channel_weights: Sequence[float],
     on_progress: Callable[[Progress], None] | None = None,
+    deadline: float | None = None,
 ) -> TrainResult:
     """Fit a RecommenderNN on ``train`` and keep the epoch with the best validation NDCG@10.
 
     ``validation.train`` names the rows excluded from each validation customer's ranking,
     ``validation.test_*`` the held-out pairs. Without validation customers every epoch
     runs and the last one is kept. ``on_progress`` is called after every step; raising
-    ``TrainingCancelled`` in it stops training.
+    ``TrainingCancelled`` in it stops training. Past ``deadline`` (``time.monotonic()``),
+    no further epoch starts: the best epoch so far is kept (the settings search's budget).
     """
     if (train.num_customers, train.num_products) != (model_config.num_customers, model_config.num_products):
         raise ValueError(
@@ -317,6 +319,9 @@ def train(
             if epochs_without_gain >= cfg.patience:
                 stopped_early = epoch < cfg.epochs
                 break
+        if deadline is not None and time.monotonic() > deadline and epoch < cfg.epochs:
+            stopped_early = True
+            break
 
     model = model.cpu()
     if best_state is not None:

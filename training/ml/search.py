@@ -90,7 +90,7 @@ def best_validation(result: TrainResult) -> float:
 
 
 def search(
-    fit: Callable[[dict[str, Any]], TrainResult],
+    fit: Callable[[dict[str, Any], float | None], TrainResult],
     options: list[dict[str, Any]],
     *,
     budget_seconds: float,
@@ -99,9 +99,11 @@ def search(
 ) -> SearchResult:
     """Train each of ``options`` with ``fit`` while the budget lasts; keep the best on validation.
 
-    The first options always run. Another starts only if the time spent so far plus the
-    slowest trial yet still fits in ``budget_seconds``, so the search ends near its
-    budget rather than one whole trial past it. Ties keep the earlier options.
+    ``fit(options, deadline)`` trains one configuration; past ``deadline`` (on ``clock``)
+    it starts no further epoch and keeps its best so far. The first options always run
+    whole (no deadline). Another starts only if the time spent so far plus the slowest
+    trial yet still fits in ``budget_seconds``, and stops its epochs at the budget's end,
+    so the search overruns its budget by at most one epoch. Ties keep the earlier options.
     """
     if not options:
         raise ValueError("nothing to search: no options.")
@@ -118,7 +120,7 @@ def search(
             skipped = [dict(o) for o in options[i:]]
             break
         trial_started = clock()
-        result = fit(candidate)
+        result = fit(candidate, None if i == 0 else started + budget_seconds)
         seconds = clock() - trial_started
         slowest = max(slowest, seconds)
         score = best_validation(result)

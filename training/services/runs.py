@@ -349,7 +349,7 @@ def _execute(run: TrainingRun, writer: _ProgressWriter) -> None:
     }
     base, search_why = base_options(run)
 
-    def fit(options: dict[str, Any]):
+    def fit(options: dict[str, Any], deadline: float | None = None):
         model_config, train_config = _configs(options, **sizes)
         return train(
             model_config=model_config,
@@ -359,6 +359,7 @@ def _execute(run: TrainingRun, writer: _ProgressWriter) -> None:
             prior=prior,
             channel_weights=data.channel_weights,
             on_progress=writer,
+            deadline=deadline,
         )
 
     search_record: dict[str, Any] | None = None

@@ -78,7 +78,9 @@ def _tiny(seed: int = 0) -> tuple[Interactions, Split, np.ndarray]:
     return inner.train, inner, product_prior(inner.train)
 
 
-def _run(train_config: TrainConfig, *, validation: bool = True, on_progress=None, seed: int = 0) -> TrainResult:
+def _run(
+    train_config: TrainConfig, *, validation: bool = True, on_progress=None, seed: int = 0, deadline=None
+) -> TrainResult:
     rows, split, prior = _tiny(seed)
     return train(
         model_config=RecommenderConfig(num_customers=rows.num_customers, num_products=rows.num_products, embed_dim=8),
@@ -88,6 +90,7 @@ def _run(train_config: TrainConfig, *, validation: bool = True, on_progress=None
         prior=prior,
         channel_weights=WEIGHTS,
         on_progress=on_progress,
+        deadline=deadline,
     )
 
 
@@ -240,3 +243,9 @@ def test_an_embedding_l2_keeps_the_embeddings_smaller():
         TrainConfig(embedding_l2=-1.0)
     with pytest.raises(ValueError, match="positive_floor"):
         TrainConfig(positive_floor=1.5)
+
+
+def test_it_starts_no_epoch_past_its_deadline_and_keeps_the_best_so_far():
+    result = _run(TrainConfig(epochs=6, batch_size=64, seed=5, device="cpu"), deadline=0.0)  # long past
+
+    assert len(result.history) == 1 and result.stopped_early and result.best_epoch == 1

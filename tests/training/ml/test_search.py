@@ -42,7 +42,7 @@ class FakeClock:
 
 def test_it_keeps_the_best_on_validation_and_the_earlier_on_a_tie():
     scores = {"a": 0.1, "b": 0.3, "c": 0.3, "d": 0.2}
-    found = search(lambda o: _result(scores[o["name"]]), [{"name": n} for n in "abcd"], budget_seconds=100)
+    found = search(lambda o, deadline: _result(scores[o["name"]]), [{"name": n} for n in "abcd"], budget_seconds=100)
 
     assert found.chosen == {"name": "b"}
     assert found.best.history[0]["validation_ndcg@10"] == 0.3
@@ -52,7 +52,10 @@ def test_it_keeps_the_best_on_validation_and_the_earlier_on_a_tie():
 def test_it_stops_before_a_trial_that_would_overrun_the_budget_but_always_runs_the_base():
     clock = FakeClock()
 
-    def fit(options):
+    deadlines = []
+
+    def fit(options, deadline):
+        deadlines.append(deadline)
         clock.now += 40  # every trial takes 40 s
         return _result(options["score"])
 
@@ -62,6 +65,8 @@ def test_it_stops_before_a_trial_that_would_overrun_the_budget_but_always_runs_t
     assert [t.options["score"] for t in found.trials] == [0.1, 0.5]
     assert found.skipped == [{"score": 0.9}, {"score": 0.95}]
     assert found.chosen == {"score": 0.5} and found.seconds == 80
+    # The base runs whole; a variation stops its epochs at the budget's end.
+    assert deadlines == [None, 100]
 
     alone = search(fit, [{"score": 0.2}, {"score": 0.3}], budget_seconds=0, clock=clock)
     assert [t.options for t in alone.trials] == [{"score": 0.2}] and alone.chosen == {"score": 0.2}
