@@ -94,17 +94,12 @@ def _divide(sums: torch.Tensor, total: torch.Tensor) -> torch.Tensor:
     return torch.where(empty[:, None], torch.zeros_like(sums), sums / torch.where(empty, 1.0, total)[:, None])
 
 
-def fold_vectors(
-    model: RecommenderNN, products: torch.Tensor, mask: torch.Tensor, exclude: torch.Tensor | None = None
-) -> list[torch.Tensor]:
+def fold_vectors(model: RecommenderNN, products: torch.Tensor, mask: torch.Tensor) -> list[torch.Tensor]:
     """Return the folded vectors [U, d], one per context table, of padded histories [U, width].
 
-    ``exclude`` [U]: a product left out of each row's mean (training's leave-one-out).
-    A customer with no product left gets the zero vector.
+    A customer with no product gets the zero vector (training's leave-one-out is fold_examples).
     """
     weights = _slot_weights(model, mask)
-    if exclude is not None:
-        weights = weights * (products != exclude[:, None])
     total = weights.sum(dim=1)
     return [_divide(torch.einsum("uw,uwd->ud", weights, table(products)), total) for table in model.context_tables()]
 

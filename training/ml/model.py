@@ -189,16 +189,20 @@ class RecommenderNN(nn.Module):
             ],
             dim=1,
         )
-        h = self.relu(self.fc1(x))
+        logit = self._head(self.fc1(x))
+        if self.config.dot_branch:
+            logit = logit + self.gmf_out(gmf_user * self.gmf_product_embed(products)).squeeze(-1)
+        return logit
+
+    def _head(self, fc1_out: torch.Tensor) -> torch.Tensor:
+        """The layers after fc1 (ReLU, fc2, ReLU, out; dropout when set), over the last dimension."""
+        h = self.relu(fc1_out)
         if self.config.dropout > 0:
             h = self.dropout(h)
         h = self.relu(self.fc2(h))
         if self.config.dropout > 0:
             h = self.dropout(h)
-        logit = self.out(h).squeeze(-1)
-        if self.config.dot_branch:
-            logit = logit + self.gmf_out(gmf_user * self.gmf_product_embed(products)).squeeze(-1)
-        return logit
+        return self.out(h).squeeze(-1)
 
     def channel_logits_for(
         self, user: torch.Tensor, gmf_user: torch.Tensor | None, products: torch.Tensor, prior: torch.Tensor
@@ -217,13 +221,7 @@ class RecommenderNN(nn.Module):
             prior.to(w1.dtype)[:, None] * w1[:, 3 * d][None, :], user, w1[:, :d].t()
         ) + self.product_embed(products) @ w1[:, d : 2 * d].t()  # [B, 64]
         channel = self.interaction_embed.weight @ w1[:, 2 * d : 3 * d].t() + self.fc1.bias  # [C, 64]
-        h = self.relu(base[:, None, :] + channel[None, :, :])  # [B, C, 64]
-        if self.config.dropout > 0:
-            h = self.dropout(h)
-        h = self.relu(self.fc2(h))
-        if self.config.dropout > 0:
-            h = self.dropout(h)
-        logit = self.out(h).squeeze(-1)  # [B, C]
+        logit = self._head(base[:, None, :] + channel[None, :, :])  # [B, C]
         if self.config.dot_branch:
             logit = logit + self.gmf_out(gmf_user * self.gmf_product_embed(products))
         return logit
@@ -247,13 +245,7 @@ class RecommenderNN(nn.Module):
         w1 = self.fc1.weight
         rows = user @ w1[:, :d].t() + self.interaction_embed(interactions) @ w1[:, 2 * d : 3 * d].t() + self.fc1.bias
         columns = self.product_embed(products) @ w1[:, d : 2 * d].t() + prior.to(w1.dtype)[:, None] * w1[:, 3 * d]
-        h = self.relu(rows[:, None, :] + columns[None, :, :])  # [B, N, 64]
-        if self.config.dropout > 0:
-            h = self.dropout(h)
-        h = self.relu(self.fc2(h))
-        if self.config.dropout > 0:
-            h = self.dropout(h)
-        logit = self.out(h).squeeze(-1)  # [B, N]
+        logit = self._head(rows[:, None, :] + columns[None, :, :])  # [B, N]
         if self.config.dot_branch:
             logit = logit + (gmf_user * self.gmf_out.weight[0]) @ self.gmf_product_embed(products).t() + self.gmf_out.bias
         return logit
