@@ -117,7 +117,7 @@ def save_version(*, customers: int, products: int, seed: int):
     from training.ml.artifact import save_artifact
     from training.ml.model import RecommenderConfig, RecommenderNN
     from training.models import ModelVersion
-    from training.services.versions import model_dir
+    from training.artifacts import model_dir
 
     customer_ids = [f"c-{i}" for i in range(customers)]
     product_ids = [f"p-{i}" for i in range(products)]

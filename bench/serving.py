@@ -179,7 +179,8 @@ def promote_model(*, customers: int, products: int, seed: int) -> int:
     from training.ml.artifact import save_artifact
     from training.ml.model import RecommenderConfig, RecommenderNN
     from training.models import ModelVersion
-    from training.services.versions import model_dir, model_version_promote
+    from training.artifacts import model_dir
+    from training.services.versions import model_version_promote
 
     customer_ids = [f"c-{i}" for i in range(customers)]
     product_ids = [product_id(i) for i in range(products)]

@@ -126,7 +126,8 @@ def build(args: argparse.Namespace, customers: list[str]) -> None:
     from training.ml.artifact import save_artifact
     from training.ml.model import RecommenderConfig, RecommenderNN
     from training.models import ModelVersion
-    from training.services.versions import model_dir, model_version_promote
+    from training.artifacts import model_dir
+    from training.services.versions import model_version_promote
 
     product_pks = serving_bench.add_products(0, args.products, args.seed)
     Customer.objects.bulk_create([Customer(external_id=c) for c in customers])

@@ -3,9 +3,7 @@
 from celery import shared_task
 from django.db import OperationalError
 
-from engagement.models import EngagementWatermark
 from engagement.services import engagement_fold
-from engagement.services.folding import WATERMARK_NAME
 
 
 @shared_task(
@@ -27,15 +25,12 @@ from engagement.services.folding import WATERMARK_NAME
     max_retries=3,
 )
 def compute_engagement(full: bool = False) -> dict[str, int]:
-    """Fold new events into Engagement (all events with ``full``); return the counts."""
-    # Where this fold starts: the customers of the events it folds get new precomputed
-    # lists (a concurrent fold can only widen the range, which costs a few lists more).
-    before = EngagementWatermark.objects.filter(name=WATERMARK_NAME).values_list("last_event_id", flat=True).first()
-    result = engagement_fold(full=full)
-    if result.events_folded and not full:  # a full fold rebuilds the same rows: every list stays right
-        from training.services.precompute import recommendations_refresh_after_fold  # training builds on engagement
+    """Fold new events into Engagement (all events with ``full``); return the counts.
 
-        recommendations_refresh_after_fold(after_event_id=before or 0, upto_event_id=result.watermark)
+    The apps built on engagement hear of the fold through ``engagement_folded`` (training
+    precomputes the touched customers' lists again).
+    """
+    result = engagement_fold(full=full)
     return {
         "events_folded": result.events_folded,
         "pairs_touched": result.pairs_touched,

@@ -1,7 +1,7 @@
 """The OpenAPI schema describes every answer, errors included (issue 6, item 12).
 
 drf-spectacular documents what each view declares; the errors that come from DRF and
-``engagement.exceptions`` (authentication, permissions, throttling, parsing, a lost
+``recsite.exceptions`` (authentication, permissions, throttling, parsing, a lost
 database) are the same for every operation, so they are added here once rather than on
 every view. Their bodies have the shapes those handlers write:
 
@@ -22,7 +22,7 @@ from drf_spectacular.openapi import AutoSchema
 from rest_framework import serializers
 from drf_spectacular.plumbing import ResolvedComponent
 
-from engagement.exceptions import RETRY_AFTER_SECONDS
+from recsite.exceptions import RETRY_AFTER_SECONDS
 
 # Patterns of request strings; whitespace is what str.strip (DRF's trimming) and Python's \s agree on.
 NO_NUL = r"^[^\u0000]*$"

@@ -259,7 +259,7 @@ REST_FRAMEWORK = {
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     # drf-spectacular's, plus the error answers every operation can give (docs/reliability.md, fuzzing).
     "DEFAULT_SCHEMA_CLASS": "recsite.schema.ErrorDocumentingAutoSchema",
-    "EXCEPTION_HANDLER": "engagement.exceptions.api_exception_handler",
+    "EXCEPTION_HANDLER": "recsite.exceptions.api_exception_handler",
     "UNAUTHENTICATED_USER": None,
 }
 

@@ -4,7 +4,7 @@ from django.urls import include, path
 from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from engagement import health
+from recsite import health
 
 urlpatterns = [
     path("", RedirectView.as_view(pattern_name="dashboard:overview"), name="home"),
@@ -23,5 +23,5 @@ urlpatterns = [
 ]
 
 # No traceback, SQL or settings in an unhandled error's answer (docs/reliability.md "Security").
-handler500 = "engagement.exceptions.server_error"
-handler404 = "engagement.exceptions.page_not_found"
+handler500 = "recsite.exceptions.server_error"
+handler404 = "recsite.exceptions.page_not_found"

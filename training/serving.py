@@ -31,7 +31,7 @@ from engagement.models import Customer, Engagement, Product
 from engagement.selectors import products_popular
 from training.ml.artifact import ArtifactError, LoadedModel
 from training.models import ModelVersion
-from training.services.versions import model_version_load
+from training.artifacts import model_version_load
 
 logger = logging.getLogger(__name__)
 
@@ -234,6 +234,17 @@ def _load(version: ModelVersion, current: ServedModel | None, cache: _ServingCac
             REFUSED_RETRY_SECONDS,
         )  # fmt: skip
         return None
+
+
+def served_model_state() -> str:
+    """Say what recommendations come from, for readyz (registered in training/apps.py).
+
+    No promoted model is a normal state (a new shop): the API serves popular products.
+    """
+    served = served_model()
+    if served is None:
+        return "none: serving popular products"
+    return f"version {served.version_id}"
 
 
 def seen_products(customer: str) -> list[str]:

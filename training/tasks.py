@@ -4,6 +4,7 @@ from celery import shared_task
 from django.conf import settings
 from django.db import OperationalError
 
+from training import queue
 from training.services import (
     training_run_execute,
     training_run_start,
@@ -17,7 +18,7 @@ from training.services.precompute import (
 
 
 @shared_task(
-    name="training.tasks.retrain",
+    name=queue.RETRAIN,
     # Late ack: a worker that dies mid-run leaves the message to Redis's visibility
     # timeout, and the redelivery is harmless because claiming a run is a conditional
     # queued -> running update (a second delivery finds it running and does nothing).
@@ -33,20 +34,20 @@ def retrain(run_id: int) -> str:
     return training_run_execute(run_id=run_id).status
 
 
-@shared_task(name="training.tasks.sweep_training_runs", acks_late=True, soft_time_limit=60, time_limit=90)
+@shared_task(name=queue.SWEEP_TRAINING_RUNS, acks_late=True, soft_time_limit=60, time_limit=90)
 def sweep_training_runs() -> int:
     """Fail runs whose worker died or that no worker picked up; return how many."""
     return training_runs_sweep()
 
 
-@shared_task(name="training.tasks.scheduled_retrain", soft_time_limit=60, time_limit=90)
+@shared_task(name=queue.SCHEDULED_RETRAIN, soft_time_limit=60, time_limit=90)
 def scheduled_retrain() -> int:
     """Start a run on beat's schedule (RECSITE_RETRAIN_EVERY_HOURS); return its id (or the one in flight)."""
     run, _ = training_run_start(triggered_by="schedule")
     return run.pk
 
 
-@shared_task(name="training.tasks.precompute_recommendations", acks_late=True, soft_time_limit=120, time_limit=180)
+@shared_task(name=queue.PRECOMPUTE, acks_late=True, soft_time_limit=120, time_limit=180)
 def precompute_recommendations(version_id: int) -> int:
     """Fan the precompute of a promoted version out over customer chunks; return how many chunks."""
     started = recommendations_precompute_start(version_id=version_id)
@@ -54,7 +55,7 @@ def precompute_recommendations(version_id: int) -> int:
 
 
 @shared_task(
-    name="training.tasks.precompute_recommendations_chunk",
+    name=queue.PRECOMPUTE_CHUNK,
     # Late ack: a chunk whose worker dies is delivered again (Redis visibility timeout);
     # running it twice only writes the same lists again.
     acks_late=True,
@@ -69,7 +70,7 @@ def precompute_recommendations_chunk(version_id: int, customers: list[int]) -> i
     return recommendations_precompute_chunk(version_id=version_id, customers=customers)
 
 
-@shared_task(name="training.tasks.refresh_recommendations", acks_late=True, soft_time_limit=120, time_limit=180)
+@shared_task(name=queue.REFRESH, acks_late=True, soft_time_limit=120, time_limit=180)
 def refresh_recommendations(after_event_id: int, upto_event_id: int) -> int:
     """Precompute again the lists of the customers of events (after, upto], just folded; return how many."""
     return recommendations_refresh(after_event_id=after_event_id, upto_event_id=upto_event_id)

@@ -25,6 +25,8 @@ from django.utils import timezone
 from engagement.models import Engagement, EngagementWatermark, InteractionEvent, ProductDay
 from engagement.scoring import MAX_DECAY_HALF_LIVES, MAX_EXPONENT, SUM_FLOOR, EngagementWeights
 
+from engagement.signals import engagement_folded
+
 from .events import INGEST_ADVISORY_LOCK
 from .fraud import suspicious_customers_flag
 
@@ -43,6 +45,8 @@ class FoldResult:
     pairs_touched: int
     watermark: int  # events with id <= this are in Engagement
     customers_flagged: int = 0  # flagged or updated as suspicious by this fold (services/fraud.py)
+    after_event_id: int = 0  # this fold read the events (after_event_id, watermark]
+    full: bool = False  # Engagement was rebuilt from every event
 
 
 def engagement_fold(*, full: bool = False) -> FoldResult:
@@ -67,7 +71,7 @@ def engagement_fold(*, full: bool = False) -> FoldResult:
             ProductDay.objects.all().delete()
         if high <= low and not full:
             # Nothing new, or another run got past our bound while we waited for the lock.
-            return FoldResult(events_folded=0, pairs_touched=0, watermark=low)
+            return FoldResult(events_folded=0, pairs_touched=0, watermark=low, after_event_id=low)
         events_folded = InteractionEvent.objects.filter(pk__gt=low, pk__lte=high).count()
         pairs_touched = customers_flagged = 0
         if events_folded:
@@ -86,9 +90,20 @@ def engagement_fold(*, full: bool = False) -> FoldResult:
             customers_flagged = _flag_suspicious_customers(low=low, high=high)
         watermark.last_event_id = high
         watermark.save(update_fields=["last_event_id", "updated_at"])
-    return FoldResult(
-        events_folded=events_folded, pairs_touched=pairs_touched, watermark=high, customers_flagged=customers_flagged
-    )
+    result = FoldResult(
+        events_folded=events_folded, pairs_touched=pairs_touched, watermark=high,
+        customers_flagged=customers_flagged, after_event_id=low, full=full,
+    )  # fmt: skip
+    if events_folded:
+        _announce(result)
+    return result
+
+
+def _announce(result: FoldResult) -> None:
+    """Tell the apps built on engagement (engagement_folded); a listener's failure never undoes the fold."""
+    for receiver, outcome in engagement_folded.send_robust(sender=FoldResult, result=result):
+        if isinstance(outcome, Exception):
+            logger.error("A listener of engagement_folded failed (%s): %s", receiver, outcome, exc_info=outcome)
 
 
 def _flag_suspicious_customers(*, low: int, high: int) -> int:

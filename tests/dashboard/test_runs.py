@@ -68,7 +68,7 @@ def _bare_version(run: TrainingRun | None = None, **fields) -> ModelVersion:
 def sent(monkeypatch) -> list:
     """Record retrain tasks instead of sending them: no worker runs in these tests."""
     calls = []
-    monkeypatch.setattr("training.tasks.retrain.apply_async", lambda args, task_id: calls.append((args[0], task_id)))
+    monkeypatch.setattr("training.queue.retrain_send", lambda run_id, task_id: calls.append((run_id, task_id)))
     return calls
 
 
@@ -237,10 +237,10 @@ def test_an_htmx_retrain_sends_the_browser_to_the_run_page(admin_web, sent):
 
 
 def test_a_retrain_with_the_broker_down_fails_the_run_and_says_so(admin_web, monkeypatch):
-    def down(args, task_id):
+    def down(run_id, task_id):
         raise ConnectionRefusedError("Error 111 connecting to 127.0.0.1:6379")
 
-    monkeypatch.setattr("training.tasks.retrain.apply_async", down)
+    monkeypatch.setattr("training.queue.retrain_send", down)
     # In production the request runs in autocommit, so the enqueue happens inside it; the
     # test's transaction would defer it past the request.
     monkeypatch.setattr("django.db.transaction.on_commit", lambda func, using=None, robust=False: func())

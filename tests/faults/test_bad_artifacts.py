@@ -14,7 +14,7 @@ from tests.faults.conftest import Load, make_catalog, make_version, wait_until_e
 from training.ml.artifact import load_artifact
 from training.models import ModelPromotion, ModelVersion
 from training.services import model_version_promote
-from training.services.versions import artifact_abspath
+from training.artifacts import artifact_abspath
 
 pytestmark = pytest.mark.usefixtures("transactional_db")
 

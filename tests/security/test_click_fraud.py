@@ -33,7 +33,7 @@ from tests.training.conftest import _fresh_serving_and_models, seed_small_shop  
 from training.models import TrainingRun
 from training.services import training_run_start
 from training.services.runs import training_run_execute
-from training.services.versions import model_version_load
+from training.artifacts import model_version_load
 
 SHOP = {"n_customers": 150, "n_products": 120, "n_events": 6_000, "seed": 11, "days": 30}
 # Short runs: the comparison is between three runs with the same options and seed.

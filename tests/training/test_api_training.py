@@ -14,7 +14,7 @@ RUNS = "/api/v1/training-runs/"
 def sent(monkeypatch) -> list:
     """Record retrain tasks instead of sending them: no worker runs in these tests."""
     calls = []
-    monkeypatch.setattr("training.tasks.retrain.apply_async", lambda args, task_id: calls.append((args[0], task_id)))
+    monkeypatch.setattr("training.queue.retrain_send", lambda run_id, task_id: calls.append((run_id, task_id)))
     return calls
 
 
@@ -41,10 +41,10 @@ def test_bad_options_get_a_400_and_start_nothing(admin_client, sent):
 
 @pytest.mark.usefixtures("transactional_db")  # autocommit, as in production: on_commit runs in the request
 def test_a_broker_outage_answers_503_and_frees_the_slot(admin_client, monkeypatch):
-    def down(args, task_id):
+    def down(run_id, task_id):
         raise ConnectionRefusedError("Error 111 connecting to 127.0.0.1:6379")
 
-    monkeypatch.setattr("training.tasks.retrain.apply_async", down)
+    monkeypatch.setattr("training.queue.retrain_send", down)
 
     response = admin_client.post(RUNS, {}, format="json")
 

@@ -252,7 +252,7 @@ def test_promotions_and_rollbacks_enqueue_the_precompute_when_they_commit(
     db, make_version, monkeypatch, settings, django_capture_on_commit_callbacks
 ):
     sent = []
-    monkeypatch.setattr("training.tasks.precompute_recommendations.delay", sent.append)
+    monkeypatch.setattr("training.queue.precompute_send", sent.append)
     first = make_version(customer_ids=CUSTOMERS, product_ids=PRODUCTS, seed=1)
     second = make_version(customer_ids=CUSTOMERS, product_ids=PRODUCTS, seed=2)
 
@@ -273,7 +273,7 @@ def test_a_broker_outage_does_not_undo_the_promotion(db, make_version, monkeypat
     def down(version_id):
         raise ConnectionRefusedError("Error 111 connecting to 127.0.0.1:6379")
 
-    monkeypatch.setattr("training.tasks.precompute_recommendations.delay", down)
+    monkeypatch.setattr("training.queue.precompute_send", down)
     version = make_version(customer_ids=CUSTOMERS, product_ids=PRODUCTS, seed=1)
 
     with django_capture_on_commit_callbacks(execute=True):

@@ -192,7 +192,7 @@ def test_it_folds_events_the_periodic_fold_has_not_reached_before_training(db):
 @pytest.mark.usefixtures("transactional_db")
 def test_the_schedule_starts_a_run_or_leaves_the_one_in_flight(monkeypatch):
     sent = []
-    monkeypatch.setattr("training.tasks.retrain.apply_async", lambda args, task_id: sent.append(args[0]))
+    monkeypatch.setattr("training.queue.retrain_send", lambda run_id, task_id: sent.append(run_id))
 
     first = scheduled_retrain.run()
     second = scheduled_retrain.run()

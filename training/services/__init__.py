@@ -11,10 +11,9 @@ from .runs import (
     training_run_start,
     training_runs_sweep,
 )
+from ..artifacts import artifact_abspath, model_version_load
 from .versions import (
     PromotionRefused,
-    artifact_abspath,
-    model_version_load,
     model_version_promote,
     model_version_promoted,
     model_version_rollback,

@@ -20,7 +20,6 @@ from datetime import timedelta
 
 import numpy as np
 import torch
-from celery import group
 from celery.result import GroupResult
 from django.conf import settings
 from django.core.cache import cache
@@ -29,6 +28,8 @@ from django.utils import timezone
 from kombu.exceptions import OperationalError as KombuOperationalError
 
 from engagement.models import Engagement, InteractionEvent
+from recsite.celery import app
+from training import queue
 from training.models import ModelVersion
 from training.recommendation_cache import engagement_seen_and_stamps, entry_encode, list_key
 from training.serving import ACTIVE_CHECK_MARGIN, ServedModel, served_model, serving_reset
@@ -55,9 +56,7 @@ def recommendations_precompute_on_commit(*, version_id: int) -> None:
 
 
 def _enqueue(version_id: int) -> None:
-    from training.tasks import precompute_recommendations  # tasks import services
-
-    precompute_recommendations.delay(version_id)
+    queue.precompute_send(version_id)
 
 
 @dataclass(frozen=True)
@@ -96,13 +95,11 @@ def recommendations_precompute_start(*, version_id: int) -> PrecomputeStarted | 
 
 def _send_chunks(version_id: int, customers: list[int]) -> GroupResult | None:
     """Send one chunk task per RECSITE_PRECOMPUTE_CHUNK customers, as a group; None for no customers."""
-    from training.tasks import precompute_recommendations_chunk  # tasks import services
-
     size = settings.RECSITE_PRECOMPUTE_CHUNK
     chunks = [customers[start : start + size] for start in range(0, len(customers), size)]
     if not chunks:
         return None
-    return group(precompute_recommendations_chunk.s(version_id, chunk) for chunk in chunks).apply_async()
+    return queue.precompute_chunks_send(version_id, chunks)
 
 
 def recommendations_refresh_after_fold(*, after_event_id: int, upto_event_id: int) -> None:
@@ -114,10 +111,8 @@ def recommendations_refresh_after_fold(*, after_event_id: int, upto_event_id: in
     """
     if not settings.RECSITE_PRECOMPUTE or upto_event_id <= after_event_id:
         return
-    from training.tasks import refresh_recommendations  # tasks import services
-
     try:
-        refresh_recommendations.delay(after_event_id, upto_event_id)
+        queue.refresh_send(after_event_id, upto_event_id)
     except (KombuOperationalError, OSError) as exc:
         logger.warning("Could not enqueue the refresh of events (%s, %s]: %s", after_event_id, upto_event_id, exc)
 
@@ -159,8 +154,6 @@ def precompute_progress(*, version_id: int) -> dict | None:
     status = cache.get(precompute_status_key(version_id))
     if status is None:
         return None
-    from recsite.celery import app
-
     result = GroupResult.restore(status["group_id"], app=app) if status["group_id"] else None
     done = result.completed_count() if result is not None else 0
     return {**status, "done": done}

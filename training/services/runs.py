@@ -27,6 +27,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from engagement.services import engagement_fold
+from training import queue
 from training.ml.artifact import save_artifact
 from training.ml.data import leave_last_out, product_prior
 from training.ml.loop import Progress, TrainingCancelled, train
@@ -50,10 +51,9 @@ from .evaluation import (
     model_score_fn,
     popularity_score_fn,
 )
+from ..artifacts import model_dir, model_version_load
 from .versions import (
     PromotionRefused,
-    model_dir,
-    model_version_load,
     model_version_promote_verified,
     model_version_promoted,
     model_version_verify,
@@ -98,13 +98,10 @@ def training_run_start(
 
 
 def _enqueue(run: TrainingRun) -> None:
-    # tasks import services; importing it here avoids the cycle.
-    from training.tasks import retrain
-
     try:
         # The task id was stored with the run, so no write follows the send (one that
         # did could land after a fast worker's claim and overwrite it).
-        retrain.apply_async(args=[run.pk], task_id=run.task_id)
+        queue.retrain_send(run.pk, task_id=run.task_id)
     except Exception as exc:
         # The broker is down: free the single-flight slot now rather than after the
         # queued timeout, and let the caller answer 503.

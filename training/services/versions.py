@@ -2,33 +2,17 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
-from training.ml.artifact import ArtifactError, LoadedModel, load_artifact
+from training.artifacts import model_version_load
+from training.ml.artifact import ArtifactError
 from training.models import ModelPromotion, ModelVersion
+from training.services.precompute import recommendations_precompute_on_commit
 
 
 class PromotionRefused(Exception):
     """The version cannot become the promoted one; the message says why."""
-
-
-def model_dir() -> Path:
-    path = Path(settings.RECSITE_TRAINING["MODEL_DIR"])
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
-def artifact_abspath(version: ModelVersion) -> Path:
-    return model_dir() / version.artifact_path
-
-
-def model_version_load(version: ModelVersion) -> LoadedModel:
-    """Load a version's artifact after checking its sha256; raise ArtifactError if it is not the one stored."""
-    return load_artifact(artifact_abspath(version), sha256=version.sha256)
 
 
 def model_version_promoted() -> ModelVersion | None:
@@ -84,10 +68,7 @@ def model_version_promote_verified(*, version_id: int, actor: str, action: str) 
     version.promoted_at = timezone.now()
     version.save(update_fields=["status", "promoted_at"])
     ModelPromotion.objects.create(action=action, model_version=version, previous=current, actor=actor)
-    # Every promotion (a run's, an admin's, a rollback) comes through here. Imported here:
-    # precompute imports serving, which imports this module.
-    from training.services.precompute import recommendations_precompute_on_commit
-
+    # Every promotion (a run's, an admin's, a rollback) comes through here.
     recommendations_precompute_on_commit(version_id=version.pk)
     return version
 

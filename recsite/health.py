@@ -1,6 +1,7 @@
 """Liveness and readiness probes for load balancers and orchestrators."""
 
 import logging
+from collections.abc import Callable
 
 from django.db import connection
 from django.http import JsonResponse
@@ -43,22 +44,24 @@ def _broker_ready() -> str | None:
     return None
 
 
-def _model_state() -> str:
-    """Say what recommendations come from; informational, never "not ready".
+# What the service answers from, reported by the apps that know (training registers
+# "model" in its AppConfig.ready): recsite sits below every app and imports none.
+_STATE_REPORTS: dict[str, Callable[[], str]] = {}
 
-    No promoted model is a normal state (a new shop): the API serves popular products.
-    """
-    from training.serving import (
-        served_model,  # training depends on engagement, not back
-    )
 
-    try:
-        served = served_model()
-    except Exception as exc:  # the database check reports the cause
-        return f"unknown ({type(exc).__name__})"
-    if served is None:
-        return "none: serving popular products"
-    return f"version {served.version_id}"
+def state_report_register(name: str, report: Callable[[], str]) -> None:
+    """Add ``name`` to readyz's answer: ``report()`` says its state in words; informational, never "not ready"."""
+    _STATE_REPORTS[name] = report
+
+
+def _state_reports() -> dict[str, str]:
+    states = {}
+    for name, report in _STATE_REPORTS.items():
+        try:
+            states[name] = report()
+        except Exception as exc:  # the database check reports the cause
+            states[name] = f"unknown ({type(exc).__name__})"
+    return states
 
 
 @require_GET
@@ -72,7 +75,10 @@ def readyz(request):
     """
     database, broker = _database_ready(), _broker_ready()
     body = {"database": database or "ok", "broker": broker or "ok"}
-    body["model"] = _model_state() if database is None else "unknown (database down)"
+    if database is None:
+        body.update(_state_reports())
+    else:
+        body.update({name: "unknown (database down)" for name in _STATE_REPORTS})
     if database is not None:
         body["status"] = "unavailable"
     elif broker is not None:

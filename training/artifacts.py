@@ -1,0 +1,29 @@
+"""Where model artifacts live, and loading one safely: what serving and the services share.
+
+Its own module so that serving (which loads the promoted version) and the services
+(which write, verify and promote versions) both build on it without importing each other.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from django.conf import settings
+
+from training.ml.artifact import LoadedModel, load_artifact
+from training.models import ModelVersion
+
+
+def model_dir() -> Path:
+    path = Path(settings.RECSITE_TRAINING["MODEL_DIR"])
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def artifact_abspath(version: ModelVersion) -> Path:
+    return model_dir() / version.artifact_path
+
+
+def model_version_load(version: ModelVersion) -> LoadedModel:
+    """Load a version's artifact after checking its sha256; raise ArtifactError if it is not the one stored."""
+    return load_artifact(artifact_abspath(version), sha256=version.sha256)
