@@ -88,8 +88,8 @@ from training.services.dataset import channel_targets  # noqa: E402
 from training.services.evaluation import model_score_fn, popularity_score_fn  # noqa: E402
 
 # The project's own defaults-to-configs step (settings, per-run options, the automatic batch size).
-from training.services.runs import OPTIONS as RUN_OPTIONS  # noqa: E402
-from training.services.runs import _configs  # noqa: E402
+from training.services.options import OPTIONS as RUN_OPTIONS  # noqa: E402
+from training.services.options import _configs  # noqa: E402
 
 NAME = "quality"
 ScoreFn = Callable[[np.ndarray], np.ndarray]

@@ -6,12 +6,23 @@ Its own module so that serving (which loads the promoted version) and the servic
 
 from __future__ import annotations
 
+import re
+from datetime import datetime
 from pathlib import Path
 
 from django.conf import settings
 
 from training.ml.artifact import LoadedModel, load_artifact
 from training.models import ModelVersion
+
+
+# What a run's artifact is called: run-<run pk>-<time>.pt, and while save_artifact writes
+# it, .run-<run pk>-<time>.pt.<random>.tmp (the sweeper deletes those of ended runs).
+RUN_ARTIFACT = re.compile(r"^\.?run-(?P<run>\d+)-[^/]*\.pt(\.[^/]*\.tmp)?$")
+
+
+def run_artifact_name(run_id: int, at: datetime) -> str:
+    return f"run-{run_id}-{at:%Y%m%dT%H%M%S}.pt"
 
 
 def model_dir() -> Path:

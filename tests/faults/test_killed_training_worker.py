@@ -32,7 +32,7 @@ from tests.faults.conftest import (
 from tests.training.conftest import seed_small_shop
 from training.models import ModelVersion, TrainingRun
 from training.services import model_version_promote, training_run_start, training_runs_sweep
-from training.services.runs import _RUN_ARTIFACT
+from training.artifacts import RUN_ARTIFACT as _RUN_ARTIFACT
 from training.tasks import retrain
 
 QUEUE = "faults-training"

@@ -7,7 +7,7 @@ from django.test.utils import CaptureQueriesContext
 from training.ml.loop import Progress, TrainingCancelled
 from training.models import TrainingRun
 from training.services import training_run_cancel
-from training.services.runs import _ProgressWriter
+from training.services.run_state import ProgressWriter as _ProgressWriter
 
 
 def progress(step: int, epoch: int = 1) -> Progress:
@@ -17,7 +17,7 @@ def progress(step: int, epoch: int = 1) -> Progress:
 @pytest.fixture
 def clock(monkeypatch) -> list[float]:
     now = [1000.0]
-    monkeypatch.setattr("training.services.runs.time.monotonic", lambda: now[0])
+    monkeypatch.setattr("training.services.run_state.time.monotonic", lambda: now[0])
     return now
 
 

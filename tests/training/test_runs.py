@@ -128,7 +128,7 @@ def test_it_records_a_crash_and_frees_the_slot(small_shop, monkeypatch):
     def broken(**kwargs):
         raise RuntimeError("CUDA out of memory (simulated)")
 
-    monkeypatch.setattr("training.services.runs.train", broken)
+    monkeypatch.setattr("training.services.pipeline.train", broken)
 
     run = run_now()
 
@@ -202,7 +202,7 @@ def test_the_schedule_starts_a_run_or_leaves_the_one_in_flight(monkeypatch):
 
 
 def test_a_cancel_that_arrives_while_the_model_is_verified_stops_its_promotion(small_shop, monkeypatch):
-    from training.services import runs
+    from training.services import pipeline as runs
 
     real_verify = runs.model_version_verify
 

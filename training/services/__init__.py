@@ -2,9 +2,8 @@
 
 from .dataset import TrainingData, channel_targets, training_data_load
 from .evaluation import GateDecision, gate_decide
+from .options import TrainingOptionsInvalid, training_options_validate
 from .runs import (
-    TrainingOptionsInvalid,
-    training_options_validate,
     training_run_cancel,
     training_run_execute,
     training_run_in_flight,

@@ -15,7 +15,7 @@ from training.services import (
     training_run_execute,
     training_run_start,
 )
-from training.services.runs import OPTIONS
+from training.services.options import OPTIONS
 
 
 class _ProgressBars:
