@@ -12,7 +12,7 @@ network is trained as ``manage.py train`` trains it (training/services/runs.py):
 configs, its split (each customer's newest row held out twice: the test item, then the
 validation item, which also stops training early), the prior from the remaining rows,
 at most ``--epochs`` epochs. Then ``measure_faithfulness``
-(training/services/explain_faithfulness.py) explains the sampled customers' top
+(training/ml/explain_faithfulness.py) explains the sampled customers' top
 products from the rows the model was trained on, with the model's training settings,
 as the API does (tests/training/test_explanations.py holds the API's citations equal to
 these), and folds the customers in again with and without the cited products and with
@@ -62,8 +62,8 @@ from _ratings import read_ratings  # noqa: E402
 from engagement import demo  # noqa: E402
 from training.ml.data import leave_last_out, product_prior  # noqa: E402
 from training.ml.loop import train  # noqa: E402
-from training.services.explain_faithfulness import FoldInConfig, measure_faithfulness  # noqa: E402
-from training.services.explain_space import InfluenceConfig  # noqa: E402
+from training.ml.explain_faithfulness import FoldInConfig, measure_faithfulness  # noqa: E402
+from training.ml.explain_space import InfluenceConfig  # noqa: E402
 
 
 def train_as_runs(x, channel_weights, *, epochs: int, seed: int):

@@ -35,7 +35,7 @@ from training.ml.metrics import evaluate_split
 from training.ml.model import RecommenderConfig
 from training.ml.scoring import CatalogScorer
 from training.services.dataset import training_data_load
-from training.services.evaluation import (
+from training.ml.evaluation import (
     model_score_fn,
     popularity_score_fn,
 )

@@ -85,7 +85,7 @@ from training.ml.loop import train  # noqa: E402
 from training.ml.metrics import evaluate_split  # noqa: E402
 from training.ml.scoring import CatalogScorer  # noqa: E402
 from training.services.dataset import channel_targets  # noqa: E402
-from training.services.evaluation import model_score_fn, popularity_score_fn  # noqa: E402
+from training.ml.evaluation import model_score_fn, popularity_score_fn  # noqa: E402
 
 # The project's own defaults-to-configs step (settings, per-run options, the automatic batch size).
 from training.services.options import OPTIONS as RUN_OPTIONS  # noqa: E402

@@ -68,7 +68,7 @@ from django.conf import settings  # noqa: E402
 
 from training.ml.data import leave_last_out  # noqa: E402
 from training.ml.metrics import evaluate_split  # noqa: E402
-from training.services.evaluation import popularity_score_fn  # noqa: E402
+from training.ml.evaluation import popularity_score_fn  # noqa: E402
 
 NAME = "quality_yoochoose"
 

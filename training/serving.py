@@ -29,9 +29,10 @@ from django.db.models import Count, Max
 
 from engagement.models import Customer, Engagement, Product
 from engagement.selectors import products_popular
-from training.ml.artifact import ArtifactError, LoadedModel
-from training.models import ModelVersion
 from training.artifacts import model_version_load
+from training.ml.artifact import ArtifactError, LoadedModel
+from training.ml.topk import top_k
+from training.models import ModelVersion
 
 logger = logging.getLogger(__name__)
 
@@ -316,8 +317,7 @@ def recommendations_for(
     take = min(k + ACTIVE_CHECK_MARGIN, int(np.count_nonzero(allowed)))
     if take == 0:
         return Recommendations(customer, served.version_id, "model", [])
-    top = np.argpartition(-scores, take - 1)[:take]
-    top = top[np.lexsort((top, -scores[top]))]  # by score, ties by index: stable answers
+    top = top_k(scores, take)  # by score, ties by index: stable answers
     # The active mask is refreshed every few seconds and can miss a deactivation (two
     # catalog writes committing out of order); "inactive products are never
     # recommended" is the contract, so the shortlist is checked against the catalog

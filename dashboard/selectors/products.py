@@ -17,7 +17,8 @@ from django.utils import timezone
 
 from engagement.models import Customer, Engagement, Product, ProductDay
 from engagement.selectors import POPULAR_CACHE_DEPTH, popular_cache_version, products_popular
-from training.serving import ACTIVE_CHECK_MARGIN, ServedModel, served_model
+from training.ml.topk import top_k
+from training.serving import ServedModel, served_model
 from training.services.explain import SimilarProducts, products_similar
 
 WINDOWS = (7, 30, 90)  # days
@@ -345,14 +346,8 @@ def _at(table: np.ndarray, keys: np.ndarray) -> np.ndarray:
 def _top_k_counts(scores: np.ndarray, *, k: int) -> np.ndarray:
     """Return, per product, how many rows have it in their top ``k`` finite scores.
 
-    Ranked as recommendations_for ranks: by score, ties by the lower product index;
-    a shortlist a little deeper than k, then sorted.
+    Ranked as recommendations_for ranks (``top_k``: by score, ties by the lower product index).
     """
-    n_products = scores.shape[1]
-    take = min(k + ACTIVE_CHECK_MARGIN, n_products)
-    shortlist = np.argpartition(-scores, take - 1, axis=1)[:, :take]
-    shortlist_scores = np.take_along_axis(scores, shortlist, axis=1)
-    order = np.lexsort((shortlist, -shortlist_scores), axis=1)
-    top = np.take_along_axis(shortlist, order, axis=1)[:, :k]
-    finite = np.take_along_axis(shortlist_scores, order, axis=1)[:, :k] > -np.inf
-    return np.bincount(top[finite], minlength=n_products)
+    top = top_k(scores, k)
+    finite = np.take_along_axis(scores, top, axis=1) > -np.inf
+    return np.bincount(top[finite], minlength=scores.shape[1])

@@ -10,7 +10,7 @@ from engagement.models import Product
 from training.ml.artifact import load_artifact
 from training.models import ModelVersion
 from training.services import artifact_abspath, model_version_promote
-from training.services.explain_space import product_space
+from training.ml.explain_space import product_space
 
 PRODUCTS = [f"p-{i}" for i in range(30)]
 

@@ -23,8 +23,8 @@ from training.serving import RecommendedItem, Recommendations, served_model
 from training.services import model_version_promote
 from training.services.dataset import training_data_load
 from training.services.explain import _training_rows, recommendations_explain, seconds_text
-from training.services.explain_faithfulness import FoldInConfig, measure_faithfulness
-from training.services.explain_space import Dense, InfluenceConfig, negatives_sample, supporting_products
+from training.ml.explain_faithfulness import FoldInConfig, measure_faithfulness
+from training.ml.explain_space import Dense, InfluenceConfig, negatives_sample, supporting_products
 
 PRODUCTS = [f"p-{i}" for i in range(12)]
 CUSTOMERS = ["alice", "bob"]

@@ -1,7 +1,7 @@
 """Writes for training (STYLE 4): runs, model versions, and the ORM-to-arrays bridge."""
 
 from .dataset import TrainingData, channel_targets, training_data_load
-from .evaluation import GateDecision, gate_decide
+from training.ml.evaluation import GateDecision, gate_decide
 from .options import TrainingOptionsInvalid, training_options_validate
 from .runs import (
     training_run_cancel,

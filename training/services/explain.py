@@ -25,7 +25,7 @@ from engagement.models import Engagement, Product
 from engagement.scoring import EngagementWeights
 from training.serving import MAX_K, Recommendations, served_model
 from training.services.dataset import channel_targets
-from training.services.explain_space import (
+from training.ml.explain_space import (
     MAX_ENGAGED,
     Dense,
     InfluenceConfig,

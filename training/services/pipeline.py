@@ -26,7 +26,7 @@ from training.ml.search import candidates, search
 from training.models import ModelPromotion, ModelVersion, TrainingRun
 
 from .dataset import TrainingData, training_data_load
-from .evaluation import champion_score_fn, gate_decide, model_score_fn, popularity_score_fn
+from training.ml.evaluation import champion_score_fn, gate_decide, model_score_fn, popularity_score_fn
 from .options import _configs, base_options, resolved_options
 from .run_state import ProgressWriter, Status, run_finish
 from .versions import PromotionRefused, model_version_promote_verified, model_version_promoted, model_version_verify

@@ -30,6 +30,7 @@ from kombu.exceptions import OperationalError as KombuOperationalError
 from engagement.models import Engagement, InteractionEvent
 from recsite.celery import app
 from training import queue
+from training.ml.topk import top_k
 from training.models import ModelVersion
 from training.recommendation_cache import engagement_seen_and_stamps, entry_encode, list_key
 from training.serving import ACTIVE_CHECK_MARGIN, ServedModel, served_model, serving_reset
@@ -208,14 +209,8 @@ def top_products(scores: np.ndarray, allowed: np.ndarray, k: int) -> tuple[np.nd
         empty = np.zeros((customers, 0), dtype=np.int64)
         return empty, empty.astype(np.float32), counts
     masked = np.where(allowed, scores, np.float32(-np.inf))
-    candidates = np.argpartition(-masked, take - 1, axis=1)[:, :take]
-    candidate_scores = np.take_along_axis(masked, candidates, axis=1)
-    order = np.lexsort((candidates, -candidate_scores), axis=1)
-    return (
-        np.take_along_axis(candidates, order, axis=1),
-        np.take_along_axis(candidate_scores, order, axis=1),
-        counts,
-    )
+    top = top_k(masked, take)
+    return top, np.take_along_axis(masked, top, axis=1), counts
 
 
 def recommendations_precompute_clear(*, version_id: int) -> int:

@@ -1,7 +1,7 @@
 """Which engaged products support a recommendation (influence), and a product's neighbours (product space).
 
 numpy only, no database: ``training.services.explain`` (the API and the dashboard) and
-``training.services.explain_faithfulness`` (the measurement) use the same functions, so
+``training.ml.explain_faithfulness`` (the measurement) use the same functions, so
 what is measured is what is served.
 
 **Supports: influence on the folded-in customer.** RecommenderNN learns one vector
@@ -42,6 +42,7 @@ import numpy as np
 import torch
 
 from training.ml.model import RecommenderNN
+from training.ml.topk import top_k
 
 SUPPORTS = 3  # engaged products cited per recommendation, at most
 HESSIAN_MAX_NEGATIVES = 512  # a sample is enough for a D x D matrix
@@ -110,8 +111,7 @@ def nearest_products(space: np.ndarray, product: int, allowed: np.ndarray, *, k:
     if not len(candidates) or k <= 0:
         return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
     take = min(k, len(candidates))
-    top = candidates[np.argpartition(-similarity[candidates], take - 1)[:take]]
-    top = top[np.lexsort((top, -similarity[top]))]
+    top = candidates[top_k(similarity[candidates], take)]  # candidates ascend: ties still go to the lower index
     return top, similarity[top]
 
 

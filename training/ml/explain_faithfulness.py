@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from training.ml.data import Interactions, items_by_customer
 from training.ml.model import RecommenderNN
 from training.ml.scoring import CatalogScorer
-from training.services.explain_space import (
+from training.ml.explain_space import (
     SUPPORTS,
     Dense,
     InfluenceConfig,
