@@ -31,9 +31,9 @@ from .services import (
     training_run_cancel,
     training_run_start,
 )
-from .recommendation_cache import recommendations_cached
-from .serving import MAX_K, recommendations_for
-from .services.explain import REASONS, products_similar, recommendations_explain
+from .selectors import recommendations_get
+from .serving import MAX_K
+from .services.explain import REASONS, products_similar
 
 
 def actor_of(request) -> str:
@@ -114,16 +114,12 @@ class RecommendationListApi(APIView):
     def get(self, request, customer: str):
         params = self.InputSerializer(data=request.query_params)
         params.is_valid(raise_exception=True)
-        explain = params.validated_data.pop("explain")
         # The precomputed list when there is a fresh one for this request (docs/precompute.md).
-        result = recommendations_cached(customer=customer, **params.validated_data)
-        if result is None:
-            result = recommendations_for(customer=customer, **params.validated_data)
-        data = RecommendationsOutputSerializer(result).data
-        if explain:  # explained after ranking: the ranking cannot depend on it
-            reasons = recommendations_explain(result, category=params.validated_data.get("category"))
+        answer = recommendations_get(customer=customer, **params.validated_data)
+        data = RecommendationsOutputSerializer(answer.recommendations).data
+        if answer.because:
             for item in data["items"]:  # BecauseSerializer's shape; asdict is 1.7 ms cheaper for 10 items
-                item["because"] = asdict(reasons[item["product"]])
+                item["because"] = asdict(answer.because[item["product"]])
         return Response(data)
 
 

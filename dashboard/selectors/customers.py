@@ -9,8 +9,8 @@ from django.db.models import Count, FloatField, Max, QuerySet, Sum
 from django.db.models.functions import Cast
 
 from engagement.models import Customer, Engagement, Product
-from training.serving import recommendations_for
-from training.services.explain import Because, recommendations_explain
+from training.selectors import recommendations_get
+from training.services.explain import Because
 
 SEARCH_LIMIT = 20
 RECOMMENDATIONS_K = 10
@@ -123,9 +123,9 @@ def customer_engagement_history(*, customer: Customer, sort: str = HISTORY_DEFAU
 
 def customer_recommendations(*, customer: Customer, k: int = RECOMMENDATIONS_K) -> CustomerRecommendations:
     """Return what the API serves this customer now, with the products' catalog rows and why (``?explain=true``)."""
-    served = recommendations_for(customer=customer.external_id, k=k)
+    answer = recommendations_get(customer=customer.external_id, k=k, explain=True)
+    served, reasons = answer.recommendations, answer.because
     products = Product.objects.in_bulk([item.product for item in served.items], field_name="external_id")
-    reasons = recommendations_explain(served)
     rows = [
         RecommendationRow(rank=item.rank, product=products[item.product], score=item.score,
                           because=reasons.get(item.product))  # fmt: skip
