@@ -8,7 +8,7 @@
 Each data set is turned into training rows in memory, exactly as bench/quality.py does
 (events -> engagement_summarize -> channel targets): ml-100k from its ratings, the demo
 shop from ``seed_demo``'s events (2,000 customers, 500 products, 200,000 events). The
-network is trained as ``manage.py train`` trains it (training/services/runs.py): its
+network is trained as ``manage.py train`` trains it (training/services/pipeline.py): its
 configs, its split (each customer's newest row held out twice: the test item, then the
 validation item, which also stops training early), the prior from the remaining rows,
 at most ``--epochs`` epochs. Then ``measure_faithfulness``
@@ -67,7 +67,7 @@ from training.ml.explain_space import InfluenceConfig  # noqa: E402
 
 
 def train_as_runs(x, channel_weights, *, epochs: int, seed: int):
-    """Train as training/services/runs.py does: the inner split's train rows, early-stopped on its validation item."""
+    """Train as training/services/pipeline.py does: the inner split's train rows, early-stopped on its validation item."""
     inner = leave_last_out(leave_last_out(x).train)
     model_config, train_config = nn_configs({}, inner.train)
     train_config = dataclasses.replace(train_config, epochs=epochs, seed=seed)

@@ -219,7 +219,7 @@ def fit_implicit(kind: str, params: dict, x: Interactions, channel_weights, seed
 def nn_configs(options: dict, x: Interactions):
     """The configs ``manage.py train`` would build with these run options, plus TrainConfig fields it does not map.
 
-    ``positive_floor`` and ``embedding_l2`` are not run options (training/services/runs.py
+    ``positive_floor`` and ``embedding_l2`` are not run options (training/services/pipeline.py
     OPTIONS) yet: they are set on the TrainConfig directly.
     """
     run_options = {k: v for k, v in options.items() if k in RUN_OPTIONS}
@@ -252,7 +252,7 @@ def served_model(data: Data, outer: Split, inner: Split, *, seed: int, evaluate:
     """RecommenderNN as a training run makes it with settings' defaults (and ``options``), tested on ``outer``.
 
     Trained on the inner training rows, stopped early on the inner split, the prior from
-    those rows (training/services/runs.py); then every customer's vector is folded from
+    those rows (training/services/pipeline.py); then every customer's vector is folded from
     the outer training rows (``TrainResult.refold``; a model that does not fold is used
     as trained). The one place that says what "the served model" is.
     """

@@ -3,6 +3,8 @@
 from django.conf import settings
 from django.core.checks import Error
 
+from .services.dataset import RECENCY_ANCHORS
+
 
 def check_training_time_limits(app_configs, **kwargs) -> list[Error]:
     conf = settings.RECSITE_TRAINING
@@ -28,8 +30,6 @@ def check_training_time_limits(app_configs, **kwargs) -> list[Error]:
             "run can be swept as dead.",
             id="training.E003",
         ))  # fmt: skip
-    from .services.dataset import RECENCY_ANCHORS
-
     if conf["TARGET_RECENCY"] not in RECENCY_ANCHORS:
         errors.append(Error(
             f"RECSITE_TARGET_RECENCY must be one of {', '.join(RECENCY_ANCHORS)}, got {conf['TARGET_RECENCY']!r}.",

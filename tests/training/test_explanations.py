@@ -137,7 +137,7 @@ def test_a_customer_with_only_zero_signal_rows_or_flagged_for_fraud_is_not_promi
 
 
 def _promote_artifact(model, prior, customer_ids, product_ids, *, extra: dict, metrics: dict) -> ModelVersion:
-    """Store and promote ``model`` as training/services/runs.py stores one (``extra`` and ``metrics`` as given)."""
+    """Store and promote ``model`` as training/services/pipeline.py stores one (``extra`` and ``metrics`` as given)."""
     name = f"explain-{uuid.uuid4().hex[:8]}.pt"
     model_dir = settings.RECSITE_TRAINING["MODEL_DIR"]
     model_dir.mkdir(parents=True, exist_ok=True)
@@ -228,7 +228,7 @@ def test_the_ranking_is_the_same_with_explanations_when_served_from_the_precompu
 
 
 def _train_small_shop():
-    """Train as training/services/runs.py did before issue 13: its split, its prior, per-id customers and BCE.
+    """Train as training/services/pipeline.py did before issue 13: its split, its prior, per-id customers and BCE.
 
     With issue 13's defaults (customers folded from their products, softmax) the influence
     method is not faithful: cited 0.027 against random 0.013, cited larger on 54% of 46

@@ -62,7 +62,7 @@ class InfluenceConfig:
     @classmethod
     def of_artifact(cls, extra: dict, metrics: dict) -> InfluenceConfig:
         """Read the values training used from an artifact: ``extra["train"]`` (TrainConfig) and
-        ``metrics["data"]["target_recency"]`` (training/services/runs.py stores both); a missing
+        ``metrics["data"]["target_recency"]`` (training/services/pipeline.py stores both); a missing
         or malformed value falls back to the default above."""
         train = extra.get("train") if isinstance(extra.get("train"), dict) else {}
         data = metrics.get("data") if isinstance(metrics.get("data"), dict) else {}

@@ -155,7 +155,7 @@ class TrainingRows:
 def _training_rows(customer: str, loaded, config: InfluenceConfig) -> TrainingRows:
     """Return the customer's rows the served model was trained on, as far as the table still tells (one query).
 
-    Training (training/services/runs.py) loads the engaged rows, holds out each
+    Training (training/services/pipeline.py) loads the engaged rows, holds out each
     customer's newest row twice (leave_last_out: with 3 or more rows the 2 newest, with
     2 the newest; ties to the larger product index) and trains on the rest. Engagement
     keeps no first-event time, so a row whose ``last_event_at`` is after the artifact's
