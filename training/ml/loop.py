@@ -19,6 +19,7 @@ import torch.nn.functional as F
 
 from training.ml.customers import History, HistoryTensors, customer_history, fold_customers, fold_examples
 from training.ml.data import Interactions, Split, items_by_customer, sample_pairs
+from training.ml.losses import SampledSoftmax, embedding_penalty
 from training.ml.metrics import evaluate_ranking
 from training.ml.model import RecommenderConfig, RecommenderNN, _from_dict
 from training.ml.scoring import CatalogScorer
@@ -202,7 +203,11 @@ def train(
     optimizer = _optimizer(model, cfg)
     prior_on_device = torch.as_tensor(prior, device=device)
     validate = _validation_plan(validation, cfg) if validation is not None else None
-    softmax = _SampledSoftmax(train, cfg, channel_weights, device) if cfg.loss == "softmax" else None
+    softmax = (
+        SampledSoftmax(train, count=cfg.softmax_negatives, exponent=cfg.negative_exponent,
+                       channel_weights=channel_weights, seed=cfg.seed, device=device)
+        if cfg.loss == "softmax" else None
+    )  # fmt: skip
     # The customer side of a folded model: each customer's training rows (customers.py).
     past = customer_history(train, model_config.history_length) if model_config.folds_items else None
     past_on_device = HistoryTensors(past, device) if past is not None else None
@@ -266,7 +271,7 @@ def train(
                 penalised = torch.cat([batch_products, negatives])
             objective = loss
             if cfg.embedding_l2:
-                objective = loss + cfg.embedding_l2 * _embedding_penalty(model, batch_customers, penalised, folded)
+                objective = loss + cfg.embedding_l2 * embedding_penalty(model, batch_customers, penalised, folded)
             optimizer.zero_grad(set_to_none=True)
             objective.backward()
             optimizer.step()
@@ -339,54 +344,6 @@ def train(
         device=str(device),
         examples_per_second=examples_seen / fit_seconds if fit_seconds > 0 else 0.0,
     )
-
-
-def _embedding_penalty(
-    model: RecommenderNN, customers: torch.Tensor, products: torch.Tensor, folded: list[torch.Tensor] | None = None
-) -> torch.Tensor:
-    """Return the mean squared norm, per example, of the embedding rows (or folded customer vectors) this batch used."""
-    users = folded if folded is not None else [table(customers) for table in model.customer_tables()]
-    rows = [*users, model.product_embed(products)]
-    if model.config.dot_branch:
-        rows.append(model.gmf_product_embed(products))
-    return sum(row.pow(2).sum(dim=1).mean() for row in rows)
-
-
-class _SampledSoftmax:
-    """The "softmax" loss: each engaged pair against negatives shared by the batch.
-
-    Per step, ``softmax_negatives`` products are drawn with probability q ~ (1 + rows) **
-    ``negative_exponent``; each logit is corrected by -log(N q) (the sampled softmax's
-    log-q correction, so popular products are not over-penalised for being drawn often),
-    and a drawn product the row's customer engaged with is masked out. Each pair is asked
-    on one channel, drawn with the engagement weights, and its cross-entropy is weighted
-    by that channel's target, so stronger engagement counts more.
-    """
-
-    def __init__(self, train: Interactions, cfg: TrainConfig, channel_weights: Sequence[float], device) -> None:
-        rows = np.bincount(train.product_idx, minlength=train.num_products).astype(np.float64)
-        q = (1.0 + rows) ** cfg.negative_exponent
-        self.q = torch.as_tensor(q / q.sum(), dtype=torch.float32, device=device)
-        self.count = cfg.softmax_negatives
-        self.log_nq = torch.log(self.count * self.q)
-        self.channel_weights = torch.as_tensor(list(channel_weights), dtype=torch.float32, device=device)
-        self.stride = train.num_products
-        keys = np.unique(train.customer_idx * self.stride + train.product_idx)
-        self.seen = torch.as_tensor(keys, device=device)
-        self.generator = torch.Generator(device=device).manual_seed(cfg.seed)
-
-    def loss(self, model, user, gmf_user, customers, products, targets, prior) -> tuple[torch.Tensor, torch.Tensor]:
-        negatives = torch.multinomial(self.q, self.count, replacement=True, generator=self.generator)
-        channels = torch.multinomial(self.channel_weights, len(customers), replacement=True, generator=self.generator)
-        positive = model.logits_for(user, gmf_user, products, channels, prior[products]) - self.log_nq[products]
-        shared = model.shared_logits_for(user, gmf_user, channels, negatives, prior[negatives])
-        shared = shared - self.log_nq[negatives][None, :]
-        keys = customers[:, None] * self.stride + negatives[None, :]
-        at = torch.searchsorted(self.seen, keys).clamp_max(len(self.seen) - 1)
-        shared = shared.masked_fill(self.seen[at] == keys, -torch.inf)
-        log_p = torch.log_softmax(torch.cat([positive[:, None], shared], dim=1), dim=1)[:, 0]
-        weight = targets.gather(1, channels[:, None]).squeeze(1)
-        return -(weight * log_p).sum() / weight.sum().clamp_min(1e-6), negatives
 
 
 def _optimizer(model: RecommenderNN, cfg: TrainConfig) -> torch.optim.Optimizer:
