@@ -11,7 +11,11 @@ shop from ``seed_demo``'s events (2,000 customers, 500 products, 200,000 events)
 network is trained as ``manage.py train`` trains it (training/services/pipeline.py): its
 configs, its split (each customer's newest row held out twice: the test item, then the
 validation item, which also stops training early), the prior from the remaining rows,
-at most ``--epochs`` epochs. Then ``measure_faithfulness``
+at most ``--epochs`` epochs. A model whose customers are folded from their products
+(the default since issue 13) is measured by ``measure_fold_faithfulness``
+(training/ml/explain_fold.py): the API's citations (each product's removal from the
+fold, exact), then the cited products removed together against as many others of the
+fold's window. A per-id model (``customer_vector="id"``) by ``measure_faithfulness``
 (training/ml/explain_faithfulness.py) explains the sampled customers' top
 products from the rows the model was trained on, with the model's training settings,
 as the API does (tests/training/test_explanations.py holds the API's citations equal to
@@ -62,7 +66,9 @@ from _ratings import read_ratings  # noqa: E402
 from engagement import demo  # noqa: E402
 from training.ml.data import leave_last_out, product_prior  # noqa: E402
 from training.ml.loop import train  # noqa: E402
+from training.ml.customers import customer_history  # noqa: E402
 from training.ml.explain_faithfulness import FoldInConfig, measure_faithfulness  # noqa: E402
+from training.ml.explain_fold import measure_fold_faithfulness  # noqa: E402
 from training.ml.explain_space import InfluenceConfig  # noqa: E402
 
 
@@ -99,16 +105,25 @@ def run(name: str, data, *, epochs: int, customers: int, seed: int) -> dict:
     x = data.interactions
     result, trained_rows, prior, _, train_config = train_as_runs(x, data.channel_weights, epochs=epochs, seed=seed)
     trained = time.perf_counter() - started
-    influence = InfluenceConfig.of_artifact({"train": train_config.to_dict()}, {"data": {"target_recency": "customer"}})
-    measured = measure_faithfulness(
-        result.model, prior, data.channel_weights, trained_rows, customers=customers, seed=seed, every_row=x,
-        influence=influence, config=FoldInConfig.of_influence(influence),
-    )  # fmt: skip
+    if result.model.config.folds_items:  # the default since issue 13: removal from the fold, measured by refolding
+        served = result.refold(x)  # what the run saves
+        history = customer_history(x, length=10 * served.config.history_length)
+        measured = measure_fold_faithfulness(served, prior, data.channel_weights, history, customers=customers, seed=seed)
+        method = "fold removal"
+    else:
+        influence = InfluenceConfig.of_artifact(
+            {"train": train_config.to_dict()}, {"data": {"target_recency": "customer"}}
+        )
+        measured = measure_faithfulness(
+            result.model, prior, data.channel_weights, trained_rows, customers=customers, seed=seed, every_row=x,
+            influence=influence, config=FoldInConfig.of_influence(influence),
+        )  # fmt: skip
+        method = "influence"
     row = {
         "data": name, "customers": x.num_customers, "products": x.num_products, "pairs": len(x),
         "trained_pairs": len(trained_rows), "epochs_run": len(result.history), "best_epoch": result.best_epoch,
         "train_s": round(trained, 1), "measure_s": round(time.perf_counter() - started - trained, 1),
-        **measured.as_dict(),
+        "method": method, **dataclasses.asdict(measured),
     }  # fmt: skip
     print(json.dumps(row), flush=True)
     return row

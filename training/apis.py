@@ -57,7 +57,8 @@ class SupportingProductSerializer(serializers.Serializer):
     name = serializers.CharField()
     category = serializers.CharField()
     influence = serializers.FloatField(
-        help_text="Estimated drop of the recommended product's score without this product's engagement."
+        help_text="The drop of the recommended product's score without this product's engagement: exact for a "
+        "model that folds customers from their products (the default), estimated for one with per-customer vectors."
     )
     hover_s = serializers.FloatField()
     dwell_s = serializers.FloatField()

@@ -25,6 +25,7 @@ from engagement.models import Engagement, Product
 from engagement.scoring import EngagementWeights
 from training.serving import MAX_K, Recommendations, served_model
 from training.services.dataset import channel_targets
+from training.ml.explain_fold import removal_supports
 from training.ml.explain_space import (
     MAX_ENGAGED,
     Dense,
@@ -113,6 +114,8 @@ def recommendations_explain(recommendations: Recommendations, *, category: str |
         return {item.product: changed for item in recommendations.items}
     loaded = served.loaded
     index = loaded.customer_index.get(recommendations.customer)
+    if loaded.config.folds_items:
+        return _folded_because(recommendations, loaded, index)
     config = InfluenceConfig.of_artifact(loaded.extra, loaded.metrics)
     trained = _training_rows(recommendations.customer, loaded, config) if index is not None else None
     rows = trained.rows if trained is not None else []
@@ -140,6 +143,35 @@ def recommendations_explain(recommendations: Recommendations, *, category: str |
     }
 
 
+def _folded_because(recommendations: Recommendations, loaded, index: int | None) -> dict[str, Because]:
+    """For a folded model: the products whose removal from the customer's fold lowers each item most (exact).
+
+    The served vector was folded from every engaged row the customer had when the model
+    was trained (training/ml/explain_fold.py); those rows, as far as the table still
+    tells (unchanged since ``as_of``), newest first as the fold orders them, are what
+    can be removed. A row changed since is not in the served vector: never cited.
+    """
+    items = np.array([loaded.product_index[item.product] for item in recommendations.items], dtype=np.int64)
+    rows = _folded_rows(recommendations.customer, loaded) if index is not None else []
+    if not rows:
+        supports = [(np.zeros(0, dtype=np.int64), np.zeros(0))] * len(items)
+    else:
+        served = [table.weight[index].detach().numpy() for table in loaded.model.customer_tables()]
+        history = np.array([row["index"] for row in rows], dtype=np.int64)
+        supports = removal_supports(loaded.model, loaded.prior, loaded.channel_weights, history, items, served=served)
+    return {
+        item.product: _model_because(rows, positions, drops)
+        for item, (positions, drops) in zip(recommendations.items, supports, strict=True)
+    }
+
+
+def _folded_rows(customer: str, loaded) -> list[dict]:
+    """The customer's engaged rows the served fold was made of, newest first (ties: the larger product index)."""
+    _, unchanged, _ = _engaged_rows(customer, loaded)
+    newest_first = sorted(unchanged, key=lambda row: (row["last_event_at"], row["index"]), reverse=True)
+    return newest_first[: loaded.config.history_length + 1]  # one more: what moves in when one is removed
+
+
 # Training's positives (training/services/dataset.py): a pair with some signal.
 _ENGAGED = Q(hover_decayed__gt=0) | Q(dwell_decayed__gt=0) | Q(clicks_decayed__gt=0)
 
@@ -164,20 +196,7 @@ def _training_rows(customer: str, loaded, config: InfluenceConfig) -> TrainingRo
     over the unchanged rows, counting the changed ones as if they had existed then, so
     at least every unchanged row training held out is left out (docs/model.md).
     """
-    values = (
-        Engagement.objects.filter(_ENGAGED, customer__external_id=customer)
-        .order_by("-score", "product__external_id")
-        .values(
-            "product__external_id", "product__name", "product__category", "hover_ms_total", "dwell_ms_total",
-            "clicks", "event_count", "hover_decayed", "dwell_decayed", "clicks_decayed", "last_event_at",
-        )  # fmt: skip
-    )
-    # A product the model does not know (created since it was trained) was not trained on.
-    index = loaded.product_index
-    known = [{**row, "index": index[row["product__external_id"]]} for row in values
-             if row["product__external_id"] in index]  # fmt: skip
-    as_of = _as_of(loaded.extra)
-    unchanged = [row for row in known if as_of is None or row["last_event_at"] <= as_of]
+    known, unchanged, as_of = _engaged_rows(customer, loaded)
     at_training = len(known)  # an upper bound on the rows the customer had then
     held_out = 2 if at_training >= 3 else 1 if at_training == 2 else 0
     newest = sorted(range(len(unchanged)), key=lambda i: (unchanged[i]["last_event_at"], unchanged[i]["index"]))
@@ -190,6 +209,28 @@ def _training_rows(customer: str, loaded, config: InfluenceConfig) -> TrainingRo
         total=len(trained),
         every_product=np.array([row["index"] for row in known], dtype=np.int64),
     )
+
+
+def _engaged_rows(customer: str, loaded) -> tuple[list[dict], list[dict], datetime | None]:
+    """Return the customer's engaged rows of products the model knows, those unchanged since ``as_of``, and it.
+
+    One query; strongest first. A product the model does not know (created since it was
+    trained) was not trained on.
+    """
+    values = (
+        Engagement.objects.filter(_ENGAGED, customer__external_id=customer)
+        .order_by("-score", "product__external_id")
+        .values(
+            "product__external_id", "product__name", "product__category", "hover_ms_total", "dwell_ms_total",
+            "clicks", "event_count", "hover_decayed", "dwell_decayed", "clicks_decayed", "last_event_at",
+        )  # fmt: skip
+    )
+    index = loaded.product_index
+    known = [{**row, "index": index[row["product__external_id"]]} for row in values
+             if row["product__external_id"] in index]  # fmt: skip
+    as_of = _as_of(loaded.extra)
+    unchanged = [row for row in known if as_of is None or row["last_event_at"] <= as_of]
+    return known, unchanged, as_of
 
 
 def _as_of(extra: dict) -> datetime | None:
