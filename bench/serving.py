@@ -270,7 +270,7 @@ def time_in_process(*, key: str, customers: int, products: int, calls: int, seed
 
     from engagement.authentication import ApiKeyAuthentication
     from engagement.throttling import ApiKeyRateThrottle
-    from training import apis, serving
+    from training import apis, selectors, serving
     from training.ml.scoring import CatalogScorer
 
     rng = random.Random(seed)
@@ -321,7 +321,7 @@ def time_in_process(*, key: str, customers: int, products: int, calls: int, seed
     watch = Stopwatch()
     watch.wrap(ApiKeyAuthentication, "authenticate", "authentication")
     watch.wrap(ApiKeyRateThrottle, "allow_request", "throttle")
-    watch.wrap(apis, "recommendations_for", "recommendations_for")
+    watch.wrap(selectors, "recommendations_for", "recommendations_for")
     watch.wrap(serving, "served_model", "served_model (refresh check)")
     watch.wrap(CatalogScorer, "score", "scoring (CatalogScorer.score)")
     watch.wrap(apis.RecommendationsOutputSerializer, "to_representation", "output serializer")
