@@ -25,9 +25,10 @@ The protocol (DESIGN.md, docs/model.md), all through training.ml's own code, per
   scored on the inner held-out items; full-ranking NDCG@10 picks; the chosen one is
   refit on the outer training rows with ``--seeds`` seeds;
 - the served model (``served_model``): RecommenderNN exactly as a training run makes it
-  with settings' defaults (inner training rows, early stopping on the inner split), each
-  customer's vector then folded from the outer training rows (``TrainResult.refold``),
-  once per seed (settings' seed first);
+  with settings' defaults (inner training rows, early stopping on the inner split, then
+  the refit on the outer training rows for the best epoch's count), each customer's
+  vector folded from the outer training rows (``TrainResult.refold``), once per seed
+  (settings' seed first);
 - everything is evaluated on the test items with ``evaluate_split``: sampled (99
   negatives) HR@10 / NDCG@10, full-ranking HR@10, NDCG@10, Recall@20, averaged over the
   seeds. The NN is scored through ``CatalogScorer``, as the API serves.
@@ -83,6 +84,7 @@ from engagement.services.events import EventIn  # noqa: E402
 from training.ml.data import Interactions, Split, index_ids, leave_last_out, product_prior  # noqa: E402
 from training.ml.loop import train  # noqa: E402
 from training.ml.metrics import evaluate_split  # noqa: E402
+from training.ml.refit import refit  # noqa: E402
 from training.ml.scoring import CatalogScorer  # noqa: E402
 from training.services.dataset import channel_targets  # noqa: E402
 from training.ml.evaluation import model_score_fn, popularity_score_fn  # noqa: E402
@@ -251,16 +253,24 @@ def nn_score_fn(model, prior, channel_weights) -> ScoreFn:
 def served_model(data: Data, outer: Split, inner: Split, *, seed: int, evaluate: dict, options=None) -> dict:
     """RecommenderNN as a training run makes it with settings' defaults (and ``options``), tested on ``outer``.
 
-    Trained on the inner training rows, stopped early on the inner split, the prior from
-    those rows (training/services/pipeline.py); then every customer's vector is folded from
-    the outer training rows (``TrainResult.refold``; a model that does not fold is used
+    Trained on the inner training rows, stopped early on the inner split, then (settings'
+    REFIT) trained again on the outer training rows for the best epoch's count with their
+    prior (training/ml/refit.py, as training/services/pipeline.py does); then every
+    customer's vector is folded from the outer training rows (``TrainResult.refold``; a model that does not fold is used
     as trained). The one place that says what "the served model" is.
     """
-    result, prior = fit_nn({"seed": seed} | (options or {}), inner.train, inner, data.channel_weights)
+    options = {"seed": seed} | (options or {})
+    result, prior = fit_nn(options, inner.train, inner, data.channel_weights)
+    stopped = result
+    model_config, train_config = nn_configs(options, inner.train)
+    if train_config.refit:  # training/ml/refit.py, as the pipeline does
+        result, prior = refit(model_config=model_config, train_config=train_config, rows=outer.train,
+                              epochs=stopped.best_epoch, channel_weights=data.channel_weights)  # fmt: skip
     model = result.refold(outer.train)
     test = evaluate_split(nn_score_fn(model, prior, data.channel_weights), split=outer, **evaluate)
-    return {"test": test, "best_epoch": result.best_epoch, "epochs_run": len(result.history),
-            "validation_ndcg@10_by_epoch": [round4(h["validation_ndcg@10"]) for h in result.history]}  # fmt: skip
+    return {"test": test, "best_epoch": stopped.best_epoch, "epochs_run": len(stopped.history),
+            "refit": train_config.refit,
+            "validation_ndcg@10_by_epoch": [round4(h["validation_ndcg@10"]) for h in stopped.history]}  # fmt: skip
 
 
 def subset(split: Split, count: int | None, seed: int) -> Split:

@@ -430,6 +430,10 @@ RECSITE_TRAINING = {
     "EMBEDDING_L2": env_float("RECSITE_EMBEDDING_L2", 1e-3),
     "NEGATIVES_PER_POSITIVE": 4,
     "PATIENCE": 3,
+    # After early stopping, train the chosen settings again on the training and validation
+    # rows together for the best epoch's count, and serve that (training/ml/refit.py;
+    # docs/model.md "The refit"). False: serve the early-stopped model (half the time).
+    "REFIT": env_bool("RECSITE_TRAINING_REFIT", True),
     "SEED": 42,
     "MAX_VALIDATION_CUSTOMERS": 2000,
     # To which moment training targets are decayed: "customer" (each customer's newest

@@ -229,3 +229,17 @@ def test_the_promoted_model_is_compared_with_its_customers_folded_from_the_same_
     assert second.metrics["champion"]["full"] == second.metrics["model"]["full"]
     assert second.metrics["champion"]["sampled"] == second.metrics["model"]["sampled"]
     assert second.status == TrainingRun.Status.SUCCEEDED, second.error
+
+
+def test_the_served_model_is_refit_on_the_validation_rows_too_for_the_epochs_early_stopping_kept(small_shop):
+    refit_run = run_now()
+    stopped_run = run_now({"refit": False, "seed": 1})
+
+    refit = refit_run.metrics["training"]["refit"]
+    assert refit["epochs"] == refit_run.metrics["training"]["best_epoch"] >= 1
+    # Every pair but the test items: the inner training rows and the validation items.
+    assert refit["rows"] == refit_run.metrics["data"]["pairs"] - refit_run.metrics["data"]["test_customers"]
+    assert len(refit_run.history) == refit_run.metrics["training"]["epochs_run"]  # the chart shows early stopping
+    assert refit_run.model_version.config["train"]["refit"] is True
+    assert stopped_run.metrics["training"]["refit"] is None
+    assert stopped_run.model_version.config["train"]["refit"] is False

@@ -56,6 +56,9 @@ class TrainConfig:
     # matrix-factorisation regulariser; unlike weight_decay it leaves the dense layers alone.
     embedding_l2: float = 1e-3
     patience: int = 3
+    # After early stopping, train again on the training and validation rows together for
+    # the best epoch's count (the caller does: training/ml/refit.py).
+    refit: bool = True
     seed: int = 42
     device: str = "auto"  # "auto": CUDA when available, else CPU; or "cpu", "cuda", "cuda:1"
     max_validation_customers: int = 2000
@@ -84,6 +87,8 @@ class TrainConfig:
             and 0 <= self.negative_exponent <= 2
         ):  # fmt: skip
             raise ValueError(f"negative_exponent must be a number in [0, 2], got {self.negative_exponent!r}.")
+        if not isinstance(self.refit, bool):
+            raise ValueError(f"refit must be true or false, got {self.refit!r}.")
         if self.loss not in ("bce", "softmax"):
             raise ValueError(f"loss must be 'bce' or 'softmax', got {self.loss!r}.")
         if isinstance(self.softmax_negatives, bool) or not isinstance(self.softmax_negatives, int) or not (

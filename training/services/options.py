@@ -26,6 +26,7 @@ OPTIONS: dict[str, tuple[type, str]] = {
     "weight_decay": (float, "WEIGHT_DECAY"),
     "negatives_per_positive": (int, "NEGATIVES_PER_POSITIVE"),
     "patience": (int, "PATIENCE"),
+    "refit": (bool, "REFIT"),
     "seed": (int, "SEED"),
     "max_validation_customers": (int, "MAX_VALIDATION_CUSTOMERS"),
     "embed_dim": (int, "EMBED_DIM"),

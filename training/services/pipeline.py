@@ -1,4 +1,4 @@
-"""The training pipeline of one run: fold, load, split, search or train, evaluate, gate, save, promote.
+"""The training pipeline of one run: fold, load, split, search or train, refit, evaluate, gate, save, promote.
 
 Called by ``runs.training_run_execute`` with the claimed run and its progress writer;
 it ends the run itself (rejected, failed or succeeded with its promotion, in one
@@ -21,6 +21,7 @@ from training.ml.artifact import save_artifact
 from training.ml.data import leave_last_out, product_prior
 from training.ml.loop import TrainingCancelled, train
 from training.ml.metrics import evaluate_split
+from training.ml.refit import refit
 from training.ml.scoring import CatalogScorer
 from training.ml.search import candidates, search
 from training.models import ModelPromotion, ModelVersion, TrainingRun
@@ -32,6 +33,8 @@ from .run_state import ProgressWriter, Status, run_finish
 from .versions import PromotionRefused, model_version_promote_verified, model_version_promoted, model_version_verify
 
 logger = logging.getLogger(__name__)
+
+REFIT_PHASE = "refitting on every training row"
 
 
 def training_pipeline_run(run: TrainingRun, writer: ProgressWriter) -> None:
@@ -105,6 +108,22 @@ def training_pipeline_run(run: TrainingRun, writer: ProgressWriter) -> None:
         chosen = base
         result = fit(chosen)
     model_config, train_config = _configs(chosen, **sizes)
+    stopped, refit_record = result, None
+    if train_config.refit:
+        # The validation items are a customer's newest engagement before the test item:
+        # the served model trains on them too, for the epochs early stopping kept.
+        writer.phase(REFIT_PHASE)
+        refit_started = time.monotonic()
+        result, prior = refit(
+            model_config=model_config,
+            train_config=train_config,
+            rows=outer.train,
+            epochs=stopped.best_epoch,
+            channel_weights=data.channel_weights,
+            on_progress=writer.quiet,
+        )
+        refit_record = {"epochs": len(result.history), "rows": len(outer.train),
+                        "seconds": round(time.monotonic() - refit_started, 2)}  # fmt: skip
     train_seconds = time.monotonic() - started
     writer.phase("evaluating")
     # The gate's model: the trained weights with every customer folded from the rows
@@ -113,11 +132,12 @@ def training_pipeline_run(run: TrainingRun, writer: ProgressWriter) -> None:
     metrics["data"] = _data_summary(data, test_customers)
     metrics["training"] = {
         "seconds": round(train_seconds, 2),
-        "best_epoch": result.best_epoch,
-        "epochs_run": len(result.history),
-        "stopped_early": result.stopped_early,
+        "best_epoch": stopped.best_epoch,
+        "epochs_run": len(stopped.history),
+        "stopped_early": stopped.stopped_early,
         "device": result.device,
         "examples_per_second": round(result.examples_per_second),
+        "refit": refit_record,  # None: the early-stopped model is served (REFIT off)
     }
     decision = gate_decide(
         candidate=metrics["model"],
@@ -135,7 +155,7 @@ def training_pipeline_run(run: TrainingRun, writer: ProgressWriter) -> None:
         status=ModelVersion.Status.CANDIDATE if decision.promote else ModelVersion.Status.REJECTED,
     )  # fmt: skip
     metrics["total_seconds"] = round(time.monotonic() - started, 2)
-    common = {"metrics": metrics, "history": result.history}
+    common = {"metrics": metrics, "history": stopped.history}
     if not decision.promote:
         run_finish(run.pk, status=Status.REJECTED, error=decision.reason, **common)
         return

@@ -83,8 +83,10 @@ class ProgressWriter:
         self.last_write = 0.0
         self.history: list[dict[str, Any]] = []
         self.last: Progress | None = None
+        self.last_phase: str | None = None
 
     def phase(self, name: str) -> None:
+        self.last_phase = name
         self._write({"phase": name}, force=True)
 
     def __call__(self, progress: Progress) -> None:
@@ -97,6 +99,13 @@ class ProgressWriter:
             )
         self.last = progress
         self._write({"phase": "training", **asdict(progress)}, force=epoch_ended)
+
+    def quiet(self, progress: Progress) -> None:
+        """A step outside early stopping (the refit): progress, heartbeat and cancel, the epoch chart left alone."""
+        if self.echo is not None:
+            self.echo(progress)
+        phase = self.last_phase or "training"
+        self._write({"phase": phase, **asdict(progress)}, force=False)
 
     def _write(self, progress: dict[str, Any], *, force: bool) -> None:
         now = time.monotonic()
