@@ -149,3 +149,22 @@ def fold_customers(
                     vector = vector + offsets[i][customers].to(device)
                 table.weight[customers] = vector
     return folded
+
+
+def fold_products(model: RecommenderNN, products: Sequence[int]) -> list[torch.Tensor] | None:
+    """Return one customer's vectors [1, d], one per customer table, folded from ``products`` (newest first).
+
+    The fold the model's own customers got at training (the first ``history_length``
+    products, weighted by recency as ``history_decay`` says), for a customer the model
+    does not know or whose products changed since: serving ranks with it through
+    ``CatalogScorer.score_vectors``. None when there is no product to fold from.
+    """
+    if not model.config.folds_items:
+        raise ValueError("this model learns its customer vectors by id; there is nothing to fold.")
+    chosen = np.asarray(products, dtype=np.int64)[: model.config.history_length]
+    if not len(chosen):
+        return None
+    device = model.fc1.weight.device
+    padded = torch.as_tensor(chosen, device=device)[None, :]
+    with torch.no_grad():
+        return fold_vectors(model, padded, torch.ones_like(padded, dtype=torch.bool))

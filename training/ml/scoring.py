@@ -100,10 +100,37 @@ class CatalogScorer:
         """Return float32[customers, channels, products]: each channel's predicted intensity."""
         return self._run(customer_idx, product_idx, combine=False)
 
+    def score_vectors(self, vectors: Sequence[torch.Tensor], product_idx: np.ndarray | None = None) -> np.ndarray:
+        """Return float32[rows, products] as ``score`` does, for customer vectors the model has no row for.
+
+        ``vectors`` are one [rows, embed_dim] tensor per customer table (``RecommenderNN.customer_tables``:
+        the MLP's, then the dot branch's), e.g. a customer folded at request time
+        (training.ml.customers.fold_products). Row i scores exactly as a customer whose
+        table rows were ``vectors[..][i]`` would.
+        """
+        tables = 2 if self._dot_branch else 1
+        if len(vectors) != tables:
+            raise ValueError(f"need {tables} customer vector(s), one per customer table, got {len(vectors)}.")
+        d = self.config.embed_dim
+        rows = [torch.as_tensor(v, dtype=torch.float32).reshape(-1, d).to(self.device) for v in vectors]
+        if len({len(r) for r in rows}) != 1:
+            raise ValueError("every customer table needs the same number of rows.")
+        return self._run(None, product_idx, combine=True, vectors=rows)
+
     def _run(
-        self, customer_idx: np.ndarray | Sequence[int], product_idx: np.ndarray | None, *, combine: bool
+        self,
+        customer_idx: np.ndarray | Sequence[int] | None,
+        product_idx: np.ndarray | None,
+        *,
+        combine: bool,
+        vectors: list[torch.Tensor] | None = None,
     ) -> np.ndarray:
-        customers = self._indices(customer_idx, self.num_customers, "customer")
+        if vectors is None:
+            customers = self._indices(customer_idx, self.num_customers, "customer")
+            user_embed, gmf_embed = self._user_embed, self._gmf_user if self._dot_branch else None
+        else:  # rows of their own, indexed 0..n-1
+            customers = torch.arange(len(vectors[0]), device=self.device)
+            user_embed, gmf_embed = vectors[0], vectors[-1] if self._dot_branch else None
         product_term = self._product_term
         gmf_product = self._gmf_product if self._dot_branch else None
         if product_idx is not None:
@@ -131,9 +158,9 @@ class CatalogScorer:
                 batch = customers[first : first + block_customers]
                 b = len(batch)
                 # fc1 for every (customer, channel, product): customer and channel terms are small, add them first.
-                user = self._user_embed[batch] @ self._w_user_t
+                user = user_embed[batch] @ self._w_user_t
                 user_channel = user[:, None, None, :] + self._channel_term[None, :, None, :]  # [b, channels, 1, 64]
-                gmf_user = self._gmf_user[batch] if gmf_product is not None else None
+                gmf_user = gmf_embed[batch] if gmf_product is not None else None
                 for start in range(0, n, block_products):
                     stop = min(n, start + block_products)
                     rows = b * channels * (stop - start)

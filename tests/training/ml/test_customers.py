@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from tests.training.ml import planted_interactions
-from training.ml.customers import HistoryTensors, customer_history, fold_customers, fold_examples
+from training.ml.customers import HistoryTensors, customer_history, fold_customers, fold_examples, fold_products
 from training.ml.data import Interactions, Split, leave_last_out, product_prior
 from training.ml.loop import TrainConfig, train
 from training.ml.metrics import evaluate_split, popularity_scores
@@ -132,3 +132,20 @@ def test_history_decay_weights_the_newest_products_most():
     history = HistoryTensors(customer_history(rows, length=10))
     vectors = fold_examples(model, history, torch.tensor([0]), torch.tensor([2]))[0].detach()
     assert torch.allclose(vectors[0], (0.5 * context[4] + 0.25 * context[1]) / 0.75, atol=1e-6)
+
+
+def test_a_fold_at_request_time_scores_as_the_trained_fold_of_the_same_products():
+    data = planted_interactions(num_customers=30, num_products=25, per_customer=(3, 6), seed=4)
+    config = RecommenderConfig(num_customers=30, num_products=25, embed_dim=8, customer_vector="items", dot_branch=True)
+    model = RecommenderNN(config).eval()
+    history = customer_history(data, config.history_length)
+    folded = fold_customers(model, history)
+    scorer = CatalogScorer(folded, product_prior(data), (0.2, 0.4, 0.4))
+
+    for customer in (0, 7, 29):
+        products = history.products[history.indptr[customer] : history.indptr[customer + 1]]
+        vectors = fold_products(model, products.tolist())
+        np.testing.assert_allclose(scorer.score_vectors(vectors), scorer.score([customer]), rtol=1e-5, atol=1e-6)
+    assert fold_products(model, []) is None
+    other = fold_products(model, [3, 4])
+    assert not np.allclose(scorer.score_vectors(other), scorer.score([0]))

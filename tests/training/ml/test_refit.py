@@ -1,4 +1,4 @@
-"""The refit trains the chosen settings again on the training and validation rows, for the epochs early stopping kept."""
+"""The refit trains the chosen settings again on the training and validation rows, for the epochs kept."""
 
 from __future__ import annotations
 
@@ -47,7 +47,8 @@ def test_it_trains_the_epochs_it_is_given_without_validation(epochs, expected):
 def test_it_carries_the_prior_of_its_rows_and_folds_customers_from_them():
     outer, config = _setup()
     inner = leave_last_out(outer.train)
-    assert not np.allclose(product_prior(inner.train), product_prior(outer.train))  # else the check below proves nothing
+    # Else the check below proves nothing.
+    assert not np.allclose(product_prior(inner.train), product_prior(outer.train))
 
     result, prior = refit(model_config=config, train_config=TrainConfig(epochs=2, batch_size=128, device="cpu"),
                           rows=outer.train, epochs=2, channel_weights=WEIGHTS)  # fmt: skip
