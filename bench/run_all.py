@@ -33,7 +33,9 @@ from datetime import UTC, datetime
 from _results import RESULTS, ROOT, machine
 
 # In the order; each is bench/<name>.py writing bench/results/<name>.json.
-BENCHMARKS = ["quality", "quality_yoochoose", "serving", "precompute", "ingest", "fold", "training", "serving_memory"]
+BENCHMARKS = [
+    "quality", "quality_yoochoose", "session", "serving", "precompute", "ingest", "fold", "training", "serving_memory",
+]  # fmt: skip
 SCRIPT_FOR = {"ingest": "ingest_api"}  # results named differently from their script
 TIMEOUT_SECONDS = {"quick": 600, "full": 3600}
 # quality.py measures every data set in one run (ml-100k, YooChoose, DIGINETICA, OTTO): more time in full.

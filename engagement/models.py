@@ -133,6 +133,10 @@ class ProductDay(models.Model):
         return f"{self.product_id} on {self.day}: {self.events} events"
 
 
+# The fold's row: events with an id up to its last_event_id are in Engagement.
+FOLD_WATERMARK = "engagement"
+
+
 class EngagementWatermark(models.Model):
     """How far the fold has read the event table: events with id <= last_event_id are in."""
 

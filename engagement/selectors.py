@@ -1,7 +1,8 @@
-"""Reads (STYLE 4): popular products."""
+"""Reads (STYLE 4): popular products; a customer's engagement as it is this moment."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import time
 from collections.abc import Collection
@@ -10,11 +11,12 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.core.cache import cache
+from django.db import connection
 from django.db.models import Count, Sum
 from django.db.models.functions import Round
 from django.utils import timezone
 
-from .models import Engagement
+from .models import FOLD_WATERMARK, Customer, Engagement, EngagementWatermark, InteractionEvent
 
 # How many ranked products one cache entry holds: `exclude` and `k` are applied to it,
 # so it must be deeper than k (at most 100 through the API) plus what a customer has seen.
@@ -136,3 +138,76 @@ def _ranked(
         )
         for row in ranked
     ]
+
+
+@dataclass(frozen=True)
+class EngagedNow:
+    """A customer's products as of this moment: folded engagement and the events the fold has not reached."""
+
+    seen: list[int]  # product pks with any event, newest first (impressions too: what exclude_seen leaves out)
+    engaged: list[int]  # those with some signal (hover, dwell or a click), newest first: what a fold reads
+    events_since: int  # the customer's events with an id above ``since`` (0 when ``since`` is None)
+
+
+def customer_engaged_now(customer: str, *, since: int | None = None) -> EngagedNow:
+    """Return the customer's products as they are now, in one statement.
+
+    Engagement rows hold what the periodic fold has folded; events above the fold's
+    watermark are not there yet (at most RECSITE_FOLD_EVERY_SECONDS old), so they are
+    read from the event table itself: an event accepted a moment ago counts at once.
+    ``since`` (an event id: what a model was trained through) also counts the customer's
+    events after it, so a caller can tell whether the customer changed since.
+    """
+    args = [customer, customer, FOLD_WATERMARK] + ([customer, since] if since is not None else [])
+    with connection.cursor() as cursor:
+        cursor.execute(_engaged_now_statements()[since is not None], args)
+        rows = cursor.fetchall()
+    newest: dict[int, tuple] = {}
+    events_since = 0
+    for product, at, signal, count in rows:
+        if product is None:
+            events_since = int(count or 0)
+            continue
+        known = newest.get(product)
+        # Per product: its newest time, and whether any of its rows carried a signal.
+        if known is None:
+            newest[product] = (at, bool(signal))
+        else:
+            newest[product] = (max(known[0], at), known[1] or bool(signal))
+    order = sorted(newest, key=lambda pk: (newest[pk][0], pk), reverse=True)
+    return EngagedNow(seen=order, engaged=[pk for pk in order if newest[pk][1]], events_since=events_since)
+
+
+@functools.cache
+def _engaged_now_statements() -> dict[bool, str]:
+    """customer_engaged_now's statement, without and with the events-since count, as SQL text.
+
+    Not through the ORM, as training.serving's request queries: it runs on every
+    recommendation request. The names still come from the models.
+    """
+    q = connection.ops.quote_name
+    e, v, c, w = Engagement._meta, InteractionEvent._meta, Customer._meta, EngagementWatermark._meta
+
+    def col(meta, name: str) -> str:
+        return q(meta.get_field(name).column)
+
+    by_customer = f"JOIN {q(c.db_table)} c ON c.{q(c.pk.column)} = {{}}.{{}} WHERE c.{col(c, 'external_id')} = %s"
+    folded = (
+        f"SELECT e.{col(e, 'product')}, e.{col(e, 'last_event_at')},"
+        f" CASE WHEN e.{col(e, 'hover_decayed')} > 0 OR e.{col(e, 'dwell_decayed')} > 0"
+        f" OR e.{col(e, 'clicks_decayed')} > 0 THEN 1 ELSE 0 END, CAST(NULL AS BIGINT)"
+        f" FROM {q(e.db_table)} e " + by_customer.format("e", col(e, "customer"))
+    )
+    watermark = f"SELECT w.{col(w, 'last_event_id')} FROM {q(w.db_table)} w WHERE w.{q(w.pk.column)} = %s"
+    pending = (
+        f"SELECT v.{col(v, 'product')}, v.{col(v, 'occurred_at')},"
+        f" CASE WHEN v.{col(v, 'hover_ms')} > 0 OR v.{col(v, 'dwell_ms')} > 0"
+        f" OR v.{col(v, 'clicked')} THEN 1 ELSE 0 END, CAST(NULL AS BIGINT)"
+        f" FROM {q(v.db_table)} v " + by_customer.format("v", col(v, "customer"))
+        + f" AND v.{q(v.pk.column)} > COALESCE(({watermark}), 0)"
+    )
+    since = (
+        f"SELECT NULL, NULL, NULL, COUNT(*) FROM {q(v.db_table)} v " + by_customer.format("v", col(v, "customer"))
+        + f" AND v.{q(v.pk.column)} > %s"
+    )
+    return {False: f"{folded} UNION ALL {pending}", True: f"{folded} UNION ALL {pending} UNION ALL {since}"}

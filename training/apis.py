@@ -85,6 +85,12 @@ class RecommendationsOutputSerializer(serializers.Serializer):
     customer = serializers.CharField()
     model_version = serializers.IntegerField(allow_null=True)
     strategy = serializers.ChoiceField(choices=["model", "popular"])
+    customer_vector = serializers.ChoiceField(
+        choices=["trained", "folded"], allow_null=True,
+        help_text="With `strategy: model`: `trained`, the customer as the model was trained, or `folded`, "
+        "folded at this request from their products now (a new customer, or events since the model was "
+        "trained, the last moment's included). Null with `strategy: popular`.",
+    )  # fmt: skip
     items = ExplainedItemSerializer(many=True)
 
 
@@ -106,8 +112,11 @@ class RecommendationListApi(APIView):
             200: RecommendationsOutputSerializer,
             400: OpenApiResponse(description="k, category, exclude_seen or explain is not valid."),
         },
-        description="A customer's top products. An unknown customer, or no promoted model, gets popular "
-        "products (`strategy: popular`), never an error. Seen and inactive products are left out. "
+        description="A customer's top products. A customer the model does not know, or one with events "
+        "since it was trained, is ranked from their products as they are at this request (`customer_vector: "
+        "folded`): an accepted event counts at once. A customer with no product the model knows, or no "
+        "promoted model, gets popular products (`strategy: popular`), never an error. Seen (up to this "
+        "moment) and inactive products are left out. "
         "With `explain=true` each item carries `because`: for the model's items the customer's engaged "
         "products that most support it (with their signals), their categories and a sentence; for popular "
         "items why the customer got popular products.",

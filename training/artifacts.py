@@ -16,6 +16,9 @@ from training.ml.artifact import LoadedModel, load_artifact
 from training.models import ModelVersion
 
 
+# The artifact's extra key holding the fold watermark its data was read at (an event id):
+# a customer with events after it has changed since the model was trained.
+FOLDED_THROUGH = "folded_through_event_id"
 # What a run's artifact is called: run-<run pk>-<time>.pt, and while save_artifact writes
 # it, .run-<run pk>-<time>.pt.<random>.tmp (the sweeper deletes those of ended runs).
 RUN_ARTIFACT = re.compile(r"^\.?run-(?P<run>\d+)-[^/]*\.pt(\.[^/]*\.tmp)?$")

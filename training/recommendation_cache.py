@@ -46,8 +46,15 @@ from django.conf import settings
 from django.core.cache import cache
 from django.db import connection
 
-from engagement.models import Customer, Engagement, Product
-from training.serving import ACTIVE_CHECK_MARGIN, MAX_K, RecommendedItem, Recommendations, served_model
+from engagement.models import Customer, Engagement, InteractionEvent, Product
+from training.serving import (
+    ACTIVE_CHECK_MARGIN,
+    MAX_K,
+    RecommendedItem,
+    Recommendations,
+    folded_through,
+    served_model,
+)
 
 # Bumped when the entry's layout changes: an entry of another layout is a miss.
 ENTRY_FORMAT = 2
@@ -65,37 +72,51 @@ def list_key(*, version_id: int, sha256: str, customer_index: int) -> str:
     return f"recsite:recs:{version_id}:{sha256[:12]}:{customer_index}"
 
 
-def engagement_stamp_and_active(customer: str, products: list[str]) -> tuple[EngagementStamp, set[str]]:
-    """Return the customer's engagement stamp as it is now and which of ``products`` are active.
+def engagement_stamp_and_active(
+    customer: str, products: list[str], *, since: int | None = None
+) -> tuple[EngagementStamp, set[str], int]:
+    """Return the customer's engagement stamp as it is now, which of ``products`` are active, and events since.
 
-    One statement, one round trip: this is most of a cached answer's database time.
+    The last: the customer's events with an id above ``since`` (the event the served
+    model's data was read through; 0 when None), folded or not. One statement, one
+    round trip: this is most of a cached answer's database time.
     """
-    e, c, p = Engagement._meta, Customer._meta, Product._meta
+    e, c, p, v = Engagement._meta, Customer._meta, Product._meta, InteractionEvent._meta
     quote = connection.ops.quote_name
 
     def column(meta, name: str) -> str:
         return quote(meta.get_field(name).column)
 
+    by_customer = f" JOIN {quote(c.db_table)} c ON c.{quote(c.pk.column)} = {{}} WHERE c.{column(c, 'external_id')} = %s"
     # COUNT and SUM without GROUP BY: exactly one row, (0, NULL) for a customer without engagement.
     sql = (
         f"SELECT NULL, COUNT(*), SUM(e.{column(e, 'event_count')}) FROM {quote(e.db_table)} e"
-        f" JOIN {quote(c.db_table)} c ON c.{quote(c.pk.column)} = e.{column(e, 'customer')}"
-        f" WHERE c.{column(c, 'external_id')} = %s"
+        + by_customer.format(f"e.{column(e, 'customer')}")
     )
+    params: list = [customer]
+    if since is not None:
+        sql += (
+            f" UNION ALL SELECT '', NULL, COUNT(*) FROM {quote(v.db_table)} v"
+            + by_customer.format(f"v.{column(v, 'customer')}") + f" AND v.{quote(v.pk.column)} > %s"
+        )
+        params += [customer, since]
     if products:
         sql += (
             f" UNION ALL SELECT p.{column(p, 'external_id')}, NULL, NULL FROM {quote(p.db_table)} p"
             f" WHERE p.{column(p, 'active')} AND p.{column(p, 'external_id')} IN ({', '.join(['%s'] * len(products))})"
         )
-    stamp, active = (0, 0), set()
+        params += products
+    stamp, active, events_since = (0, 0), set(), 0
     with connection.cursor() as cursor:
-        cursor.execute(sql, [customer, *products])
+        cursor.execute(sql, params)
         for product, rows, events in cursor.fetchall():
             if product is None:
                 stamp = (rows, events or 0)
+            elif product == "":  # no product id is empty (the API refuses one)
+                events_since = events
             else:
                 active.add(product)
-    return stamp, active
+    return stamp, active, events_since
 
 
 def engagement_seen_and_stamps(customers: list[str]) -> dict[str, tuple[EngagementStamp, list[str]]]:
@@ -159,9 +180,11 @@ def recommendations_cached(
     top = np.frombuffer(stored_products, dtype=np.int32)[:take]
     scores = np.frombuffer(stored_scores, dtype=np.float32)[:take]
     ids = [served.loaded.product_ids[i] for i in top]
-    stamp, active = engagement_stamp_and_active(customer, ids)
+    stamp, active, events_since = engagement_stamp_and_active(customer, ids, since=folded_through(served.loaded))
     if stamp != stored_stamp:
         return None  # the customer's engagement changed since: computed on the fly
+    if events_since:
+        return None  # events since the model was trained, folded or not yet: folded on the fly
     shortlist = [(product, score) for product, score in zip(ids, scores.tolist(), strict=True) if product in active][:k]
     items = [RecommendedItem(product, round(score, 4), rank) for rank, (product, score) in enumerate(shortlist, 1)]
-    return Recommendations(customer, served.version_id, "model", items)
+    return Recommendations(customer, served.version_id, "model", items, "trained")

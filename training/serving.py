@@ -27,10 +27,11 @@ from django.conf import settings
 from django.db import close_old_connections, connection, connections
 from django.db.models import Count, Max
 
-from engagement.models import Customer, Engagement, Product
-from engagement.selectors import products_popular
-from training.artifacts import model_version_load
+from engagement.models import Product
+from engagement.selectors import customer_engaged_now, products_popular
+from training.artifacts import FOLDED_THROUGH, model_version_load
 from training.ml.artifact import ArtifactError, LoadedModel
+from training.ml.customers import fold_products
 from training.ml.topk import top_k
 from training.models import ModelVersion
 
@@ -89,6 +90,10 @@ class Recommendations:
     model_version: int | None
     strategy: str  # "model" or "popular"
     items: list[RecommendedItem]
+    # With strategy "model": "trained", the customer's vector as the model was trained, or
+    # "folded", folded at this request from their products as they are now (a customer the
+    # model does not know, or one with events since it was trained). None with "popular".
+    customer_vector: str | None = None
 
 
 class _ServingCache:
@@ -249,14 +254,9 @@ def served_model_state() -> str:
 
 
 def seen_products(customer: str) -> list[str]:
-    return list(Engagement.objects.filter(customer__external_id=customer).values_list("product__external_id", flat=True))
-
-
-def seen_product_pks(customer: str) -> list[int]:
-    """Return the primary keys of the products a customer has engaged with (no join to the catalog)."""
-    with connection.cursor() as cursor:
-        cursor.execute(_request_sql()["seen"], [customer])
-        return [pk for (pk,) in cursor.fetchall()]
+    """Return the ids of the products a customer has had any event with, folded or not yet."""
+    pks = customer_engaged_now(customer).seen
+    return _external_ids(pks) if pks else []
 
 
 def active_product_pks(pks: list[int]) -> set[int]:
@@ -270,22 +270,23 @@ def active_product_pks(pks: list[int]) -> set[int]:
 
 @functools.cache
 def _request_sql() -> dict[str, str]:
-    """The two queries of every model request, as SQL text.
+    """The catalog check of every model request, as SQL text.
 
-    Not through the ORM: building each query took it longer than the database took to
-    run it (~0.2 ms against ~0.1 ms, bench/serving.py), twice a request. The names still
-    come from the models.
+    Not through the ORM: building the query took it longer than the database took to
+    run it (~0.2 ms against ~0.1 ms, bench/serving.py). The names still come from the model.
     """
     q = connection.ops.quote_name
-    engagement, customer, product = Engagement._meta, Customer._meta, Product._meta
-    e_customer, e_product = engagement.get_field("customer").column, engagement.get_field("product").column
+    product = Product._meta
     return {
-        "seen": f"SELECT e.{q(e_product)} FROM {q(engagement.db_table)} e "
-        f"JOIN {q(customer.db_table)} c ON c.{q(customer.pk.column)} = e.{q(e_customer)} "
-        f"WHERE c.{q(customer.get_field('external_id').column)} = %s",
         "active": f"SELECT {q(product.pk.column)} FROM {q(product.db_table)} "
         f"WHERE {q(product.get_field('active').column)} AND {q(product.pk.column)} IN ",
     }
+
+
+def folded_through(loaded: LoadedModel) -> int | None:
+    """The event id the model's data was read through (None for an artifact from before it was kept)."""
+    value = loaded.extra.get(FOLDED_THROUGH)
+    return int(value) if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def recommendations_for(
@@ -293,30 +294,45 @@ def recommendations_for(
 ) -> Recommendations:
     """Return a customer's top ``k`` active products: the model's, or popular ones when it can't.
 
-    An unknown customer or no promoted model gets popular products
+    A model that folds customers from their products (``customer_vector`` "items")
+    ranks a customer it does not know, or one with events since it was trained, with a
+    vector folded from their products as they are at this request (events the periodic
+    fold has not reached included): ``customer_vector="folded"``. A customer with no
+    product the model knows, or no promoted model, gets popular products
     (``strategy="popular"``), never an error.
     """
     k = max(1, min(k, MAX_K))
     served = served_model()  # one reference for the whole request: a swap can't split it
-    index = served.loaded.customer_index.get(customer) if served is not None else None
-    if served is None or index is None:
-        seen = seen_products(customer) if exclude_seen else []
-        popular = products_popular(k=k, category=category, exclude=seen)
-        items = [RecommendedItem(p.product, p.score, rank) for rank, p in enumerate(popular, start=1)]
-        return Recommendations(customer, None, "popular", items)
-    catalog = served.catalog
-    scores = served.loaded.scorer.score(np.array([index]))[0]  # float32, this request's own array
+    if served is None:
+        return _popular(customer, k, category, seen_products(customer) if exclude_seen else [])
+    loaded, catalog = served.loaded, served.catalog
+    index = loaded.customer_index.get(customer)
+    folds = loaded.config.folds_items
+    since = folded_through(loaded) if folds else None
+    # One statement: what the customer engaged with, up to this moment (engagement.selectors).
+    now = customer_engaged_now(customer, since=since) if exclude_seen or folds else None
+    vectors = None
+    # A learnt per-customer offset (items+id) is lost to a fold: a known customer keeps theirs.
+    if folds and (index is None or (now.events_since and not loaded.config.learns_ids)):
+        vectors = fold_products(loaded.model, catalog.indices_of(now.engaged))
+    if vectors is None and index is None:
+        seen = _external_ids(now.seen) if exclude_seen and now.seen else []
+        return _popular(customer, k, category, seen)
+    if vectors is not None:
+        scores, how = loaded.scorer.score_vectors(vectors)[0], "folded"
+    else:
+        scores, how = loaded.scorer.score(np.array([index]))[0], "trained"  # float32, this request's own array
     if category is None:
         allowed = catalog.active.copy()
     else:
         allowed = catalog.active & (catalog.category_codes == catalog.category_numbers.get(category, -1))
     if exclude_seen:
-        allowed[catalog.indices_of(seen_product_pks(customer))] = False
+        allowed[catalog.indices_of(now.seen)] = False
     np.putmask(scores, ~allowed, -np.inf)
     # A few more than k: the catalog check below may drop some.
     take = min(k + ACTIVE_CHECK_MARGIN, int(np.count_nonzero(allowed)))
     if take == 0:
-        return Recommendations(customer, served.version_id, "model", [])
+        return Recommendations(customer, served.version_id, "model", [], how)
     top = top_k(scores, take)  # by score, ties by index: stable answers
     # The active mask is refreshed every few seconds and can miss a deactivation (two
     # catalog writes committing out of order); "inactive products are never
@@ -326,8 +342,18 @@ def recommendations_for(
     pks = catalog.pks[top]
     active = active_product_pks(pks.tolist())
     shortlist = [(i, scores[i]) for i, pk in zip(top.tolist(), pks.tolist(), strict=True) if pk in active][:k]
-    product_ids = served.loaded.product_ids
+    product_ids = loaded.product_ids
     items = [
         RecommendedItem(product_ids[i], round(float(score), 4), rank) for rank, (i, score) in enumerate(shortlist, 1)
     ]
-    return Recommendations(customer, served.version_id, "model", items)
+    return Recommendations(customer, served.version_id, "model", items, how)
+
+
+def _external_ids(pks: list[int]) -> list[str]:
+    return list(Product.objects.filter(pk__in=pks).values_list("external_id", flat=True))
+
+
+def _popular(customer: str, k: int, category: str | None, seen: list[str]) -> Recommendations:
+    popular = products_popular(k=k, category=category, exclude=seen)
+    items = [RecommendedItem(p.product, p.score, rank) for rank, p in enumerate(popular, start=1)]
+    return Recommendations(customer, None, "popular", items)

@@ -22,7 +22,7 @@ from django.db import connection, transaction
 from django.db.models import Max
 from django.utils import timezone
 
-from engagement.models import Engagement, EngagementWatermark, InteractionEvent, ProductDay
+from engagement.models import FOLD_WATERMARK, Engagement, EngagementWatermark, InteractionEvent, ProductDay
 from engagement.scoring import MAX_DECAY_HALF_LIVES, MAX_EXPONENT, SUM_FLOOR, EngagementWeights
 
 from engagement.signals import engagement_folded
@@ -32,7 +32,7 @@ from .fraud import suspicious_customers_flag
 
 logger = logging.getLogger(__name__)
 
-WATERMARK_NAME = "engagement"
+WATERMARK_NAME = FOLD_WATERMARK
 # PostgreSQL's work_mem while folding (one fold runs at a time: the watermark lock). At
 # the default 4MB a fold of 1,000,000 events read them in customer order through an index
 # (random heap reads) to avoid a sort, and ProductDay's hash aggregate spilled to disk.

@@ -1,5 +1,6 @@
 """From Engagement rows to training arrays: one query, contiguous ids, the score's own numbers."""
 
+import uuid
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
@@ -8,7 +9,8 @@ from hypothesis import given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
-from engagement.models import Customer, Engagement, Product
+from engagement.models import Customer, Engagement, InteractionEvent, Product
+from engagement.services import EventIn, engagement_fold, events_ingest
 from engagement.scoring import DecayedSums, EngagementWeights, round_score, score_at
 from training.services import channel_targets, training_data_load
 
@@ -51,7 +53,9 @@ def test_it_reads_engagement_in_one_query_into_contiguous_ids(db, django_assert_
     _engage("c-a", "p-9", days_ago=30, dwell=0.5, now=now)
     _engage("c-b", "p-9", days_ago=2, dwell=0.1, now=now)
 
-    with django_assert_num_queries(2):  # the engaged pairs, and the active catalog's ids
+    # The fold's watermark (read first: the data holds every event up to it), the engaged
+    # pairs, and the active catalog's ids.
+    with django_assert_num_queries(3):
         data = training_data_load(weights=WEIGHTS)
 
     x = data.interactions
@@ -113,3 +117,13 @@ def test_it_leaves_out_pairs_without_any_signal(db):
 
     assert len(data.interactions.customer_idx) == 1
     assert data.product_ids[data.interactions.product_idx[0]] == "p-1"
+
+
+def test_it_says_which_events_the_data_holds_by_the_folds_watermark(db):
+    assert training_data_load(weights=WEIGHTS).folded_through == 0  # nothing folded yet
+    events_ingest(events=[EventIn(event_id=uuid.uuid4(), customer="c-a", product="p-1", hover_ms=0, dwell_ms=900,
+                           clicked=True, occurred_at=datetime(2026, 6, 1, tzinfo=UTC)) for _ in range(3)])  # fmt: skip
+    engagement_fold()
+    newest = InteractionEvent.objects.order_by("-pk").first()
+
+    assert training_data_load(weights=WEIGHTS).folded_through == newest.pk

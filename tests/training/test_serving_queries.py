@@ -2,28 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 import numpy as np
-from django.utils import timezone
 
-from engagement.models import Customer, Engagement, Product
-from training.serving import CatalogFacts, active_product_pks, seen_product_pks
-
-
-def _engage(customer: Customer, product: Product) -> None:
-    Engagement.objects.create(customer=customer, product=product, last_event_at=timezone.now() - timedelta(hours=1))
-
-
-def test_it_reads_the_primary_keys_of_the_products_a_customer_engaged_with(db):
-    lamp, desk, chair = (Product.objects.create(external_id=p) for p in ("lamp", "desk", "chair"))
-    alice, bob = Customer.objects.create(external_id="alice"), Customer.objects.create(external_id="bob")
-    _engage(alice, lamp)
-    _engage(alice, chair)
-    _engage(bob, desk)
-
-    assert sorted(seen_product_pks("alice")) == sorted([lamp.pk, chair.pk])
-    assert seen_product_pks("nobody") == []
+from engagement.models import Product
+from training.serving import CatalogFacts, active_product_pks
 
 
 def test_it_keeps_only_existing_active_products(db):

@@ -8,7 +8,7 @@ from datetime import datetime
 import numpy as np
 from django.db.models import Q
 
-from engagement.models import Engagement, Product
+from engagement.models import FOLD_WATERMARK, Engagement, EngagementWatermark, Product
 from engagement.scoring import MAX_EXPONENT, EngagementWeights
 from training.ml.data import Interactions, index_ids
 
@@ -22,6 +22,9 @@ class TrainingData:
     product_ids: list[str]
     as_of: datetime | None  # the newest event in the data
     weights: EngagementWeights
+    # The fold's watermark when the data was read: every event up to this id is in it
+    # (read first; a fold committing in between only adds events above it).
+    folded_through: int = 0
 
     @property
     def channel_weights(self) -> tuple[float, float, float]:
@@ -68,6 +71,8 @@ def training_data_load(*, weights: EngagementWeights | None = None, recency: str
     # A pair with no signal at all (an impression: 0 ms, no click) is not a positive: it
     # must not become a held-out item, count towards a customer's two, or be trained on.
     engaged = Q(hover_decayed__gt=0) | Q(dwell_decayed__gt=0) | Q(clicks_decayed__gt=0)
+    watermark = EngagementWatermark.objects.filter(name=FOLD_WATERMARK).values_list("last_event_id", flat=True)
+    folded_through = watermark.first() or 0
     # Customers flagged for click fraud (engagement.services.fraud) are not trained on:
     # their events are kept, but their engagement would teach the model the bot's target.
     rows = list(
@@ -88,7 +93,7 @@ def training_data_load(*, weights: EngagementWeights | None = None, recency: str
             customer_idx=empty_i, product_idx=empty_i, targets=np.zeros((0, 3), dtype=np.float32),
             dwell_ms=empty_f, timestamp=empty_f, num_customers=0, num_products=0,
         )  # fmt: skip
-        return TrainingData(interactions, [], [], None, weights)
+        return TrainingData(interactions, [], [], None, weights, folded_through)
     customers, products, hover, dwell, clicks, dwell_ms, last_event_at = zip(*rows, strict=True)
     timestamp = np.fromiter((t.timestamp() for t in last_event_at), dtype=np.float64, count=len(rows))
     customer_idx, customer_ids = index_ids(customers)
@@ -120,4 +125,4 @@ def training_data_load(*, weights: EngagementWeights | None = None, recency: str
         num_customers=len(customer_ids),
         num_products=len(product_ids),
     )
-    return TrainingData(interactions, customer_ids, product_ids, max(last_event_at), weights)
+    return TrainingData(interactions, customer_ids, product_ids, max(last_event_at), weights, folded_through)

@@ -16,7 +16,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from engagement.services import engagement_fold
-from training.artifacts import model_dir, model_version_load, run_artifact_name
+from training.artifacts import FOLDED_THROUGH, model_dir, model_version_load, run_artifact_name
 from training.ml.artifact import save_artifact
 from training.ml.data import leave_last_out, product_prior
 from training.ml.loop import TrainingCancelled, train
@@ -227,7 +227,9 @@ def _save_version(
         product_ids=data.product_ids,
         channel_weights=data.channel_weights,
         metrics=metrics,
-        extra={"training_run": run.pk, "train": train_config.to_dict(), "as_of": metrics["data"]["as_of"]},
+        extra={"training_run": run.pk, "train": train_config.to_dict(), "as_of": metrics["data"]["as_of"],
+               # Serving folds a customer with events after this one (training.serving).
+               FOLDED_THROUGH: data.folded_through},  # fmt: skip
     )
     try:
         return ModelVersion.objects.create(
