@@ -118,12 +118,12 @@ def copy_rows(table: str, columns: list[str], rows) -> None:
             copy.write_row(row)
 
 
-def add_customers(count: int) -> dict[str, int]:
+def add_customers(count: int, prefix: str = "c-") -> dict[str, int]:
     from engagement.models import Customer
 
     now = datetime.now(UTC)
-    copy_rows(Customer._meta.db_table, ["external_id", "created_at"], ((f"c-{i}", now) for i in range(count)))
-    return dict(Customer.objects.values_list("external_id", "pk"))
+    copy_rows(Customer._meta.db_table, ["external_id", "created_at"], ((f"{prefix}{i}", now) for i in range(count)))
+    return dict(Customer.objects.filter(external_id__startswith=prefix).values_list("external_id", "pk"))
 
 
 def add_products(first: int, stop: int, seed: int) -> dict[str, int]:
@@ -179,18 +179,22 @@ def promote_model(*, customers: int, products: int, seed: int) -> int:
     from training.ml.artifact import save_artifact
     from training.ml.model import RecommenderConfig, RecommenderNN
     from training.models import ModelVersion
-    from training.artifacts import model_dir
+    from training.artifacts import FOLDED_THROUGH, model_dir
     from training.services.versions import model_version_promote
 
     customer_ids = [f"c-{i}" for i in range(customers)]
     product_ids = [product_id(i) for i in range(products)]
     torch.manual_seed(seed)
-    config = RecommenderConfig(num_customers=customers, num_products=products, embed_dim=32)
+    # The shape a training run gives by default: customers folded from their products (so a
+    # visitor, "v-<i>", is folded at the request), the dot branch; data read through event 0.
+    conf = settings.RECSITE_TRAINING
+    config = RecommenderConfig(num_customers=customers, num_products=products, embed_dim=32,
+                               customer_vector=conf["CUSTOMER_VECTOR"], dot_branch=conf["DOT_BRANCH"])  # fmt: skip
     weights = settings.RECSITE_ENGAGEMENT
     name = f"bench-serving-{products}.pt"
     sha256 = save_artifact(
         model_dir() / name, model=RecommenderNN(config), config=config, prior=np.zeros(products, dtype=np.float32),
-        customer_ids=customer_ids, product_ids=product_ids, metrics={},
+        customer_ids=customer_ids, product_ids=product_ids, metrics={}, extra={FOLDED_THROUGH: 0},
         channel_weights=[weights["HOVER_WEIGHT"], weights["DWELL_WEIGHT"], weights["CLICK_WEIGHT"]],
     )  # fmt: skip
     version = ModelVersion.objects.create(
@@ -261,7 +265,9 @@ def sql_label(sql: str) -> str:
     return "sql: other (refresh of the served model)"
 
 
-def time_in_process(*, key: str, customers: int, products: int, calls: int, seed: int, profile: bool) -> dict:
+def time_in_process(
+    *, key: str, customers: int, visitors: int, products: int, calls: int, seed: int, profile: bool
+) -> dict:
     """Median times of the scorer and recommendations_for, and where one API request's time goes."""
     import numpy as np
     import torch
@@ -310,8 +316,17 @@ def time_in_process(*, key: str, customers: int, products: int, calls: int, seed
         started = time.perf_counter()
         result = serving.recommendations_for(customer=f"c-{i}", k=K)
         served_times.append(time.perf_counter() - started)
-        if result.strategy != "model":
-            raise RuntimeError(f"c-{i} got {result.strategy} recommendations in process")
+        if result.strategy != "model" or result.customer_vector != "trained":
+            raise RuntimeError(f"c-{i} got {result.strategy}/{result.customer_vector} recommendations in process")
+    # Visitors the model does not know, with engagement of their own: folded at the request.
+    folded_times = []
+    for i in picks:
+        visitor = f"v-{i % visitors}"
+        started = time.perf_counter()
+        result = serving.recommendations_for(customer=visitor, k=K)
+        folded_times.append(time.perf_counter() - started)
+        if result.strategy != "model" or result.customer_vector != "folded":
+            raise RuntimeError(f"{visitor} got {result.strategy}/{result.customer_vector} recommendations in process")
 
     # One request through Django's test client (all middleware, DRF, the view), timed by part.
     client = Client(HTTP_AUTHORIZATION=f"Api-Key {key}", HTTP_HOST="127.0.0.1")
@@ -381,6 +396,7 @@ def time_in_process(*, key: str, customers: int, products: int, calls: int, seed
         "forward_calls": len(forward_times),
         "scorer_largest_difference_from_forward": largest_difference,
         "recommendations_for_ms_median": median_ms(served_times),
+        "recommendations_for_folded_ms_median": median_ms(folded_times),
         "request_breakdown": breakdown,
     }
 
@@ -414,11 +430,13 @@ def stop(server: subprocess.Popen | None) -> None:
         server.wait()
 
 
-def wrk(base: str, key: str, *, prefix: str, customers: int, connections: int, seconds: float, seed: int) -> dict:
-    """Run wrk for ``seconds`` at ``connections``; return the Lua done() figures."""
+def wrk(
+    base: str, key: str, *, prefix: str, customers: int, connections: int, seconds: float, seed: int, who: str = "c-"
+) -> dict:
+    """Run wrk for ``seconds`` at ``connections`` over customers ``who``0.. ; return the Lua done() figures."""
     # One wrk thread: it keeps up with this server easily, and a second would take a core from it.
     command = ["wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s", "--latency", "--timeout", "10s",
-               "-s", str(WRK_SCRIPT), base, "--", prefix, str(customers), str(seed), f"?k={K}"]  # fmt: skip
+               "-s", str(WRK_SCRIPT), base, "--", prefix, str(customers), str(seed), f"?k={K}", who]  # fmt: skip
     done = subprocess.run(command, env={**os.environ, "RECSITE_BENCH_API_KEY": key}, capture_output=True,
                           text=True, check=True)  # fmt: skip
     lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
@@ -511,10 +529,13 @@ def measure_catalog(*, env, key, customers, products, seen, args, log) -> dict:
         pids = serving_pids(server, env["DATABASE_URL"].rsplit("/", 1)[1])
         runs = {}
         for connections in args.connections:
-            for name, prefix in (("recommendations", RECOMMENDATIONS), ("minimal", MINIMAL)):
+            kinds = [("recommendations", RECOMMENDATIONS, "c-", customers), ("minimal", MINIMAL, "c-", customers)]
+            if connections == min(args.connections):  # a folded request's cost: on the light load only
+                kinds.append(("folded", RECOMMENDATIONS, "v-", args.visitors))
+            for name, prefix, who, count in kinds:
                 before = cpu_seconds(pids)
-                run = wrk(base, key, prefix=prefix, customers=customers, connections=connections,
-                          seconds=args.duration, seed=args.seed)  # fmt: skip
+                run = wrk(base, key, prefix=prefix, customers=count, connections=connections,
+                          seconds=args.duration, seed=args.seed, who=who)  # fmt: skip
                 # CPU per request of gunicorn and PostgreSQL (not Redis, shared): what a request costs
                 # whatever else the machine runs, unlike the wall-clock figures.
                 run["cpu_ms_per_request"] = round((cpu_seconds(pids) - before) * 1000 / max(1, run["requests"]), 3)
@@ -558,6 +579,17 @@ def catalog_figures(products: int, measured: dict, args) -> list[Figure]:
             reference=Reference(f"{minimal}, p50", ref_light["p50_ms"], "ms"),
         ),
         Figure(
+            f"p50 latency, a visitor folded at the request, {where}, {light} connection",
+            runs[f"folded@{light}"]["p50_ms"], "ms",
+            reference=Reference("a trained customer, same server and run, p50", recs_light["p50_ms"], "ms"),
+            notes="customers the model does not know, ~20 engaged products each: fold + score_vectors",
+        ),
+        Figure(
+            f"p50 cost of the fold (folded minus trained), {where}, {light} connection",
+            round(runs[f"folded@{light}"]["p50_ms"] - recs_light["p50_ms"], 3), "ms",
+            target=Target("<=", 3.0, "ms"), notes="issue 14: a folded request costs at most 3 ms more at p50",
+        ),
+        Figure(
             f"throughput, {where}, {full} connections", recs_full["requests_per_second"], "requests/s",
             reference=Reference(minimal, ref_full["requests_per_second"], "requests/s"),
             target=Target(">=", 0.5, "", of="ratio") if products in (10_000, 100_000) else None,
@@ -577,6 +609,7 @@ def main() -> None:
                         help="2,000 products, 5,000 customers, 5 s runs, light and saturating only")
     parser.add_argument("--catalogs", type=int, nargs="+", default=[10_000, 100_000], help="product counts")
     parser.add_argument("--customers", type=int, default=100_000)
+    parser.add_argument("--visitors", type=int, default=10_000, help="customers the model does not know (folded)")
     parser.add_argument("--duration", type=float, default=15.0, help="seconds of each wrk run")
     parser.add_argument("--connections", type=int, nargs="+", default=[1, 2, 8],
                         help="wrk connections; the least is the light load, the most the saturating one")  # fmt: skip
@@ -591,7 +624,7 @@ def main() -> None:
     parser.add_argument("--redis", default="redis://127.0.0.1:6379/9")
     args = parser.parse_args()
     if args.quick:
-        args.catalogs, args.customers, args.duration = [2_000], 5_000, 5.0
+        args.catalogs, args.customers, args.visitors, args.duration = [2_000], 5_000, 1_000, 5.0
         args.connections = [min(args.connections), max(args.connections)]
         args.check, args.scorer_calls = 50, 50
     args.catalogs.sort()
@@ -646,6 +679,8 @@ def main() -> None:
         customer_pks = add_customers(args.customers)
         product_pks = add_products(0, args.catalogs[0], args.seed)
         seen = add_engagement(customer_pks, product_pks, args.catalogs[0], args.seed)
+        # Customers the model will not know, with engagement: each request folds them.
+        seen |= add_engagement(add_customers(args.visitors, prefix="v-"), product_pks, args.catalogs[0], args.seed + 1)
         setup = {"shop_seconds": round(time.perf_counter() - built, 1), "engagement_rows": sum(map(len, seen.values()))}
         have = args.catalogs[0]
         for products in args.catalogs:
@@ -657,11 +692,12 @@ def main() -> None:
             popular_cache_clear()
             model_seconds = round(time.perf_counter() - step, 1)
             print(f"{products:,} products: model version {version} promoted in {model_seconds} s; timing in process")
-            in_process = time_in_process(key=key, customers=args.customers, products=products,
+            in_process = time_in_process(key=key, customers=args.customers, visitors=args.visitors, products=products,
                                          calls=args.scorer_calls, seed=args.seed, profile=args.profile)  # fmt: skip
             connections.close_all()
             print(f"  scorer {in_process['scorer_score_ms_median']} ms, recommendations_for "
-                  f"{in_process['recommendations_for_ms_median']} ms, request breakdown "
+                  f"{in_process['recommendations_for_ms_median']} ms (a folded visitor "
+                  f"{in_process['recommendations_for_folded_ms_median']} ms), request breakdown "
                   f"{json.dumps(in_process['request_breakdown']['median_ms'])}")  # fmt: skip
             measured = measure_catalog(env=env, key=key, customers=args.customers, products=products, seen=seen,
                                        args=args, log=log)  # fmt: skip

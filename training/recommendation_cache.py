@@ -87,7 +87,9 @@ def engagement_stamp_and_active(
     def column(meta, name: str) -> str:
         return quote(meta.get_field(name).column)
 
-    by_customer = f" JOIN {quote(c.db_table)} c ON c.{quote(c.pk.column)} = {{}} WHERE c.{column(c, 'external_id')} = %s"
+    by_customer = (
+        f" JOIN {quote(c.db_table)} c ON c.{quote(c.pk.column)} = {{}} WHERE c.{column(c, 'external_id')} = %s"
+    )
     # COUNT and SUM without GROUP BY: exactly one row, (0, NULL) for a customer without engagement.
     sql = (
         f"SELECT NULL, COUNT(*), SUM(e.{column(e, 'event_count')}) FROM {quote(e.db_table)} e"

@@ -18,6 +18,7 @@ function init(args)
    prefix = args[1] or "/api/v1/recommendations/"
    customers = tonumber(args[2] or "1000")
    suffix = args[4] or "?k=10"
+   who = args[5] or "c-"  -- the customer ids' prefix: "c-" the model's customers, "v-" visitors it folds
    math.randomseed(tonumber(args[3] or "1") * 1000003 + id)
    local key = os.getenv("RECSITE_BENCH_API_KEY")
    if key == nil or key == "" then
@@ -28,7 +29,7 @@ end
 
 function request()
    local customer = math.random(0, customers - 1)
-   return wrk.format("GET", prefix .. "c-" .. customer .. "/" .. suffix, headers)
+   return wrk.format("GET", prefix .. who .. customer .. "/" .. suffix, headers)
 end
 
 function done(summary, latency, requests)

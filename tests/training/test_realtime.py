@@ -116,3 +116,15 @@ def test_a_precomputed_list_stops_answering_once_the_customer_has_a_new_event(tr
     body = shop_client.get(RECOMMENDATIONS.format(customer)).json()
     assert body["customer_vector"] == "folded"
     assert cached.items[0].product not in {i["product"] for i in body["items"]}
+
+
+def test_a_folded_visitors_recommendations_are_explained_by_the_products_they_just_clicked(trained, shop_client):
+    clicked = _in(TASTE_GROUPS["readers"][0], 4)
+    _click(shop_client, "visitor-3", clicked)
+
+    body = shop_client.get(RECOMMENDATIONS.format("visitor-3") + "&explain=true").json()
+
+    assert body["customer_vector"] == "folded"
+    cited = [p for item in body["items"] for p in item["because"]["products"]]
+    assert cited and {p["product"] for p in cited} <= set(clicked)
+    assert all(p["clicks"] == 1 and p["events"] == 1 and p["dwell_s"] == 20 for p in cited)

@@ -19,9 +19,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import numpy as np
-from django.db.models import Q
+from django.db.models import Count, Q, Subquery, Sum
+from django.db.models.functions import Coalesce
 
-from engagement.models import Engagement, Product
+from engagement.models import FOLD_WATERMARK, Engagement, EngagementWatermark, InteractionEvent, Product
+from engagement.selectors import customer_engaged_now
 from engagement.scoring import EngagementWeights
 from training.serving import MAX_K, Recommendations, served_model
 from training.services.dataset import channel_targets
@@ -152,12 +154,17 @@ def _folded_because(recommendations: Recommendations, loaded, index: int | None)
     can be removed. A row changed since is not in the served vector: never cited.
     """
     items = np.array([loaded.product_index[item.product] for item in recommendations.items], dtype=np.int64)
-    rows = _folded_rows(recommendations.customer, loaded) if index is not None else []
+    folded_now = recommendations.customer_vector == "folded"
+    if folded_now:  # folded at the request, from the products as they are now: the same fold again
+        rows = _rows_now(recommendations.customer, loaded)
+    else:
+        rows = _folded_rows(recommendations.customer, loaded) if index is not None else []
     if not rows:
         supports = [(np.zeros(0, dtype=np.int64), np.zeros(0))] * len(items)
     else:
-        served = [table.weight[index].detach().numpy() for table in loaded.model.customer_tables()]
         history = np.array([row["index"] for row in rows], dtype=np.int64)
+        # A request-time fold is folded again from ``rows``; a trained one is read from the model.
+        served = None if folded_now else [t.weight[index].detach().numpy() for t in loaded.model.customer_tables()]
         supports = removal_supports(loaded.model, loaded.prior, loaded.channel_weights, history, items, served=served)
     return {
         item.product: _model_because(rows, positions, drops)
@@ -170,6 +177,45 @@ def _folded_rows(customer: str, loaded) -> list[dict]:
     _, unchanged, _ = _engaged_rows(customer, loaded)
     newest_first = sorted(unchanged, key=lambda row: (row["last_event_at"], row["index"]), reverse=True)
     return newest_first[: loaded.config.history_length + 1]  # one more: what moves in when one is removed
+
+
+def _rows_now(customer: str, loaded) -> list[dict]:
+    """The customer's products a request-time fold reads, in its order (newest first), with what they did.
+
+    ``customer_engaged_now`` gives the products and the order serving folded them in;
+    what the customer did with each is their Engagement row plus their events the fold
+    has not reached yet (summed here).
+    """
+    served = served_model()
+    catalog = served.catalog
+    at = catalog.indices_of(customer_engaged_now(customer).engaged)[: loaded.config.history_length + 1]
+    pks = catalog.pks[at].tolist()
+    rows = {
+        row["product_id"]: row
+        for row in Engagement.objects.filter(customer__external_id=customer, product_id__in=pks).values(
+            "product_id", "product__external_id", "product__name", "product__category", "hover_ms_total",
+            "dwell_ms_total", "clicks", "event_count",
+        )  # fmt: skip
+    }
+    watermark = EngagementWatermark.objects.filter(name=FOLD_WATERMARK).values("last_event_id")
+    pending = (
+        InteractionEvent.objects.filter(customer__external_id=customer, product_id__in=pks,
+                                        pk__gt=Coalesce(Subquery(watermark), 0))  # fmt: skip
+        .values("product_id", "product__external_id", "product__name", "product__category")
+        .annotate(hover=Sum("hover_ms"), dwell=Sum("dwell_ms"), clicks_now=Count("pk", filter=Q(clicked=True)),
+                  events=Count("pk"))  # fmt: skip
+    )
+    for event in pending:
+        row = rows.setdefault(event["product_id"], {
+            "product_id": event["product_id"], "product__external_id": event["product__external_id"],
+            "product__name": event["product__name"], "product__category": event["product__category"],
+            "hover_ms_total": 0, "dwell_ms_total": 0, "clicks": 0, "event_count": 0,
+        })  # fmt: skip
+        row["hover_ms_total"] += event["hover"] or 0
+        row["dwell_ms_total"] += event["dwell"] or 0
+        row["clicks"] += event["clicks_now"]
+        row["event_count"] += event["events"]
+    return [{**rows[pk], "index": int(i)} for pk, i in zip(pks, at.tolist(), strict=True) if pk in rows]
 
 
 # Training's positives (training/services/dataset.py): a pair with some signal.
