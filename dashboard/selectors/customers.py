@@ -51,6 +51,7 @@ class RecommendationRow:
 @dataclass(frozen=True)
 class CustomerRecommendations:
     strategy: str  # "model" or "popular"
+    customer_vector: str | None  # "trained" or "folded" (at this request, from their products now); None: popular
     model_version: int | None
     rows: list[RecommendationRow]
 
@@ -132,4 +133,5 @@ def customer_recommendations(*, customer: Customer, k: int = RECOMMENDATIONS_K) 
         for item in served.items
         if item.product in products  # deleted since the model was trained: nothing to link to
     ]
-    return CustomerRecommendations(strategy=served.strategy, model_version=served.model_version, rows=rows)
+    return CustomerRecommendations(strategy=served.strategy, customer_vector=served.customer_vector,
+                                   model_version=served.model_version, rows=rows)  # fmt: skip

@@ -236,12 +236,29 @@ def test_with_a_promoted_model_the_customer_gets_the_models_top_ten(merchandiser
     strategy = _strategy(html)
     assert "model" in strategy and "popular" not in strategy and f"version {version.pk}" in strategy
     served = recommendations_for(customer="c-history", k=10)
-    assert served.strategy == "model"
+    assert served.strategy == "model" and 'data-customer-vector="trained"' in html
     rows = _rows(html, "recommendations")
     assert rows == [item.product for item in served.items]
     assert len(rows) == 10 and set(rows) <= {p.external_id for p in more}  # seen products are left out
     first = re.search(rf'<tr data-product="{rows[0]}">(.*?)</tr>', html, re.S).group(1)
     assert f"{served.items[0].score:.4f}" in first
+
+
+def test_a_customer_the_model_does_not_know_is_folded_from_their_products_and_the_page_says_so(
+    merchandiser_web, history, make_version
+):
+    Product.objects.bulk_create(Product(external_id=f"q-{i:02d}", category="toys") for i in range(15))
+    products = [p.external_id for p in Product.objects.order_by("external_id")]
+    Engagement.objects.filter(customer=history).update(dwell_decayed=0.5)  # a signal: what a fold reads
+    version = make_version(customer_ids=["someone-else"], product_ids=products, seed=3, customer_vector="items")
+    model_version_promote(version_id=version.pk, actor="test")
+
+    html = merchandiser_web.get(_detail("c-history")).text
+
+    assert 'data-customer-vector="folded"' in html and "folded" in _strategy(html)
+    served = recommendations_for(customer="c-history", k=10)
+    assert served.customer_vector == "folded"
+    assert _rows(html, "recommendations") == [item.product for item in served.items]
 
 
 def _why(html: str) -> dict[str, str]:

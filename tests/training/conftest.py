@@ -81,9 +81,12 @@ def merchandiser_client(db) -> APIClient:
 def make_version(db) -> Callable[..., ModelVersion]:
     """Store an (untrained, seeded) model over the given ids as a candidate ModelVersion."""
 
-    def make(*, customer_ids: list[str], product_ids: list[str], seed: int = 0, **fields) -> ModelVersion:
+    def make(
+        *, customer_ids: list[str], product_ids: list[str], seed: int = 0, customer_vector: str = "id", **fields
+    ) -> ModelVersion:
         torch.manual_seed(seed)
-        config = RecommenderConfig(num_customers=len(customer_ids), num_products=len(product_ids), embed_dim=8)
+        config = RecommenderConfig(num_customers=len(customer_ids), num_products=len(product_ids), embed_dim=8,
+                                   customer_vector=customer_vector)  # fmt: skip
         model = RecommenderNN(config)
         prior = np.zeros(len(product_ids), dtype=np.float32)
         model_dir = settings.RECSITE_TRAINING["MODEL_DIR"]
