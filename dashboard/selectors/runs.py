@@ -131,6 +131,19 @@ def _float(value) -> float | None:
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
+BAR_UNITS = 1000
+
+
+def _span(value) -> tuple[float, float] | None:
+    """A progress dict's span, [start, end] within [0, 1], or None when absent or malformed."""
+    if not (isinstance(value, list) and len(value) == 2):
+        return None
+    start, end = (_float(v) for v in value)
+    if start is None or end is None or not 0 <= start <= end <= 1:
+        return None
+    return start, end
+
+
 def run_progress(run: TrainingRun) -> RunProgress:
     """Read run.progress (written by the worker at most once a second) and run.history."""
     progress = run.progress if isinstance(run.progress, dict) else {}
@@ -139,18 +152,26 @@ def run_progress(run: TrainingRun) -> RunProgress:
     phase = str(progress.get("phase") or ("waiting for a worker" if run.status == TrainingRun.Status.QUEUED else ""))
     epoch, epochs = _int(progress.get("epoch")), _int(progress.get("epochs"))
     step, steps = _int(progress.get("step")), _int(progress.get("steps"))
+    span = _span(progress.get("span"))
     if epoch and epochs and step and steps:
         total = epochs * steps
         done = min((epoch - 1) * steps + step, total)
+        if span is not None:  # this stage's share of the bar (training.services.run_state.ProgressWriter.span)
+            done, total = round(BAR_UNITS * (span[0] + (span[1] - span[0]) * done / total)), BAR_UNITS
         loss = _float(progress.get("loss"))
         validation = _float(progress.get("validation_ndcg"))
+    elif span is not None and run.status != TrainingRun.Status.SUCCEEDED and phase not in AFTER_TRAINING_PHASES:
+        done, total = round(BAR_UNITS * span[0]), BAR_UNITS  # a stage that has not stepped yet: its start
+        epoch, epochs = _int(last.get("epoch")), None
+        loss, validation = _float(last.get("loss")), _float(last.get("validation_ndcg@10"))
     else:
         training_over = run.status == TrainingRun.Status.SUCCEEDED or (bool(history) and phase in AFTER_TRAINING_PHASES)
         done, total = (1, 1) if training_over else (0, 1)
         epoch, epochs = _int(last.get("epoch")), None
         loss, validation = _float(last.get("loss")), _float(last.get("validation_ndcg@10"))
     eta_seconds = _float(progress.get("eta_seconds"))
-    training_now = run.status == TrainingRun.Status.RUNNING and phase == "training" and eta_seconds is not None
+    training_now = (run.status == TrainingRun.Status.RUNNING and eta_seconds is not None
+                    and (phase == "training" or phase.startswith("refitting")))  # fmt: skip
     return RunProgress(
         phase=phase,
         epoch=epoch,

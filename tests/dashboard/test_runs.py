@@ -522,3 +522,31 @@ def test_the_run_page_and_its_poll_take_a_fixed_number_of_queries(
         response = merchandiser_web.get(reverse("dashboard:run_detail", args=[run.pk]), headers=HTMX if htmx else {})
 
     assert response.status_code == 200
+
+
+def test_the_progress_bar_only_moves_forward_through_training_the_refit_and_the_end():
+    from dashboard.selectors.runs import run_progress
+
+    def step(epoch, step_, epochs, span, phase="training"):
+        return {"phase": phase, "epoch": epoch, "epochs": epochs, "step": step_, "steps": 10, "span": span}
+
+    stages = [
+        {"phase": "loading data"},
+        step(1, 1, 20, [0, 0.5]),
+        step(6, 10, 20, [0, 0.5]),  # early stopping ends here, far from epoch 20
+        {"phase": "refitting on every training row", "span": [0.5, 1]},
+        step(1, 5, 3, [0.5, 1], "refitting on every training row"),
+        step(3, 10, 3, [0.5, 1], "refitting on every training row"),
+        {"phase": "evaluating"},
+    ]
+    run = TrainingRun(status=TrainingRun.Status.RUNNING, history=[{"epoch": 1, "loss": 0.5}])
+    seen = []
+    for progress in stages:
+        run.progress = progress
+        shown = run_progress(run)
+        seen.append(shown.done / shown.total)
+
+    assert seen == sorted(seen) and seen[0] == 0 and seen[-1] == 1, seen
+    assert seen[3] == 0.5 and 0.5 < seen[4] < seen[5] == 1
+    run.progress = {**stages[1], "span": [0.9, 0.1]}  # malformed: the stage's own fraction
+    assert run_progress(run).done / run_progress(run).total == 1 / 200  # epoch 1, step 1 of 20 x 10

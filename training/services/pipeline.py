@@ -70,8 +70,14 @@ def training_pipeline_run(run: TrainingRun, writer: ProgressWriter) -> None:
         "train_rows": len(inner.train.customer_idx),
     }
     base, search_why = base_options(run)
+    # The progress bar: the refit (when on) fills its second half; search trials share the first.
+    training_share = 0.5 if _configs(base, **sizes)[1].refit else 1.0
+    trials = {"count": 1, "started": 0}
 
     def fit(options: dict[str, Any], deadline: float | None = None):
+        share = training_share / trials["count"]
+        writer.span = (share * trials["started"], share * (trials["started"] + 1))
+        trials["started"] += 1
         model_config, train_config = _configs(options, **sizes)
         return train(
             model_config=model_config,
@@ -87,6 +93,7 @@ def training_pipeline_run(run: TrainingRun, writer: ProgressWriter) -> None:
     search_record: dict[str, Any] | None = None
     if search_why:
         tried = candidates(base, resolved_options(base, **sizes))
+        trials["count"] = len(tried)
         writer.phase(f"searching settings ({len(tried)} candidates)")
         found = search(
             fit,
@@ -112,6 +119,7 @@ def training_pipeline_run(run: TrainingRun, writer: ProgressWriter) -> None:
     if train_config.refit:
         # The validation items are a customer's newest engagement before the test item:
         # the served model trains on them too, for the epochs early stopping kept.
+        writer.span = (training_share, 1.0) if training_share < 1 else (0.5, 1.0)
         writer.phase(REFIT_PHASE)
         refit_started = time.monotonic()
         result, prior = refit(

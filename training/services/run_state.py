@@ -84,10 +84,14 @@ class ProgressWriter:
         self.history: list[dict[str, Any]] = []
         self.last: Progress | None = None
         self.last_phase: str | None = None
+        # The share of the run's progress bar the epochs now running fill: the pipeline
+        # gives each stage (search trials, training, the refit) its own, so the bar only
+        # moves forward (dashboard.selectors.runs.run_progress).
+        self.span: tuple[float, float] = (0.0, 1.0)
 
     def phase(self, name: str) -> None:
         self.last_phase = name
-        self._write({"phase": name}, force=True)
+        self._write({"phase": name, "span": list(self.span)}, force=True)
 
     def __call__(self, progress: Progress) -> None:
         if self.echo is not None:
@@ -98,14 +102,14 @@ class ProgressWriter:
                 {"epoch": self.last.epoch, "loss": self.last.loss, "validation_ndcg@10": progress.validation_ndcg}
             )
         self.last = progress
-        self._write({"phase": "training", **asdict(progress)}, force=epoch_ended)
+        self._write({"phase": "training", **asdict(progress), "span": list(self.span)}, force=epoch_ended)
 
     def quiet(self, progress: Progress) -> None:
         """A step outside early stopping (the refit): progress, heartbeat and cancel, the epoch chart left alone."""
         if self.echo is not None:
             self.echo(progress)
         phase = self.last_phase or "training"
-        self._write({"phase": phase, **asdict(progress)}, force=False)
+        self._write({"phase": phase, **asdict(progress), "span": list(self.span)}, force=False)
 
     def _write(self, progress: dict[str, Any], *, force: bool) -> None:
         now = time.monotonic()
