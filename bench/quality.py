@@ -25,7 +25,9 @@ The protocol (DESIGN.md, docs/model.md), all through training.ml's own code, per
   scored on the inner held-out items; full-ranking NDCG@10 picks; the chosen one is
   refit on the outer training rows with ``--seeds`` seeds;
 - the served model (``served_model``): RecommenderNN exactly as a training run makes it
-  with settings' defaults (inner training rows, early stopping on the inner split, then
+  with settings' defaults under the options the shop's first run's settings search
+  chooses on the inner split (``first_run_search``; not with --quick), which every later
+  run reuses (inner training rows, early stopping on the inner split, then
   the refit on the outer training rows for the best epoch's count), each customer's
   vector folded from the outer training rows (``TrainResult.refold``), once per seed
   (settings' seed first);
@@ -86,12 +88,13 @@ from training.ml.loop import train  # noqa: E402
 from training.ml.metrics import evaluate_split  # noqa: E402
 from training.ml.refit import refit  # noqa: E402
 from training.ml.scoring import CatalogScorer  # noqa: E402
+from training.ml.search import candidates, search  # noqa: E402
 from training.services.dataset import channel_targets  # noqa: E402
 from training.ml.evaluation import model_score_fn, popularity_score_fn  # noqa: E402
 
 # The project's own defaults-to-configs step (settings, per-run options, the automatic batch size).
 from training.services.options import OPTIONS as RUN_OPTIONS  # noqa: E402
-from training.services.options import _configs  # noqa: E402
+from training.services.options import _configs, resolved_options  # noqa: E402
 
 NAME = "quality"
 ScoreFn = Callable[[np.ndarray], np.ndarray]
@@ -457,6 +460,32 @@ def nn_grid(quick: bool) -> list[dict]:
 # --- the run ---
 
 
+def first_run_search(data: Data, inner: Split, *, log) -> dict:
+    """The settings search a shop's first training run makes (training/ml/search.py), as the pipeline calls it.
+
+    Settings' seed, the inner split, ``RECSITE_TRAINING_SEARCH_SECONDS`` of budget; the
+    configuration it keeps is what every later (plain) run trains with, so the served
+    model's seeds all train with it.
+    """
+    x = inner.train
+    sizes = {"num_customers": x.num_customers, "num_products": x.num_products, "train_rows": len(x)}
+    prior = product_prior(x)
+
+    def fit(options: dict, deadline: float | None = None):
+        model_config, train_config = _configs(options, **sizes)
+        return train(model_config=model_config, train_config=train_config, train=x, validation=inner, prior=prior,
+                     channel_weights=data.channel_weights, deadline=deadline)  # fmt: skip
+
+    budget = settings.RECSITE_TRAINING["SEARCH_SECONDS"]
+    def tried(t) -> None:
+        log(f"  search tried {json.dumps(t.options)}: validation NDCG@10 {t.validation_ndcg:.4f}, "
+            f"best epoch {t.best_epoch} ({t.seconds:.0f} s)")  # fmt: skip
+
+    found = search(fit, candidates({}, resolved_options({}, **sizes)), budget_seconds=budget, on_trial=tried)
+    return {"budget_seconds": budget, "seconds": round(found.seconds, 1), "chosen": found.chosen,
+            "tried": [t.to_dict() for t in found.trials], "skipped": found.skipped}  # fmt: skip
+
+
 def run_served(data: Data, outer: Split, inner: Split, *, seeds, evaluate, options, log) -> dict:
     """``served_model`` once per seed; the test metrics averaged, as ALS's refits are."""
     runs = []
@@ -533,9 +562,17 @@ def run_quality(
         out[kind] = search_implicit(kind, grids[kind], test, validation, cw, evaluate, seeds, threads, log)
         log(f"{kind}: chose {json.dumps(out[kind]['chosen'])}, test {fmt(out[kind]['test'])}")
     options = {"epochs": 2} if quick else {}  # quick: two epochs, the smoke test checks the path
-    log(f"served model: settings' defaults{f' with {json.dumps(options)}' if options else ''}, {len(seeds)} seed(s)")
     t = time.perf_counter()
+    searched = None
+    if not quick and settings.RECSITE_TRAINING["SEARCH_SECONDS"] > 0:
+        # A shop's first run searches; every later run reuses its choice (training/services/options.py).
+        log(f"served model: the first run's settings search ({settings.RECSITE_TRAINING['SEARCH_SECONDS']:.0f} s)")
+        searched = first_run_search(data, inner, log=log)
+        options = searched["chosen"]
+        log(f"  search chose {json.dumps(options)} in {searched['seconds']} s")
+    log(f"served model: settings' defaults{f' with {json.dumps(options)}' if options else ''}, {len(seeds)} seed(s)")
     out["served"] = run_served(data, test, inner, seeds=seeds, evaluate=evaluate, options=options, log=log)
+    out["served"]["search"] = searched
     out["served"]["seconds"] = round(time.perf_counter() - t, 1)
     log(f"served model: test {fmt(out['served']['test'])}")
     if nn_grid_too:

@@ -7,7 +7,7 @@ import pytest
 from training.ml.loop import TrainResult
 from training.ml.search import VARIATIONS, candidates, search
 
-RESOLVED = {"lr": 3e-3, "embedding_l2": 1e-3, "loss": "softmax", "negative_exponent": 0.75}
+RESOLVED = {"lr": 3e-3, "embedding_l2": 1e-3, "embed_dim": 32, "loss": "softmax", "negative_exponent": 0.75}
 
 
 def test_candidates_start_with_the_base_and_vary_around_the_resolved_values():
@@ -16,6 +16,8 @@ def test_candidates_start_with_the_base_and_vary_around_the_resolved_values():
     assert tried[0] == {"epochs": 5}
     assert {"epochs": 5, "lr": 1.5e-3} in tried and {"epochs": 5, "lr": 6e-3} in tried
     assert {"epochs": 5, "embedding_l2": pytest.approx(1e-2)} in tried
+    doubled = next(t for t in tried if "embed_dim" in t)
+    assert doubled == {"epochs": 5, "embed_dim": 64} and isinstance(doubled["embed_dim"], int)
     assert {"epochs": 5, "loss": "bce"} in tried and {"epochs": 5, "negative_exponent": 0.0} in tried
     assert len(tried) == 1 + len(VARIATIONS)
 
