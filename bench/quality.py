@@ -253,26 +253,35 @@ def nn_score_fn(model, prior, channel_weights) -> ScoreFn:
     return model_score_fn(CatalogScorer(model, prior, channel_weights))
 
 
+def fit_served(options: dict, outer: Split, inner: Split, channel_weights) -> tuple[Any, Any, np.ndarray, bool]:
+    """Train as a training run does: on the inner rows, stopped early on the inner split, then the refit.
+
+    Returns (the early-stopped result, the served result, its prior, whether it was refit):
+    with settings' REFIT the chosen epochs are trained again on the outer training rows
+    with their prior (training/ml/refit.py, as training/services/pipeline.py does).
+    """
+    stopped, prior = fit_nn(options, inner.train, inner, channel_weights)
+    model_config, train_config = nn_configs(options, inner.train)
+    if not train_config.refit:
+        return stopped, stopped, prior, False
+    result, prior = refit(model_config=model_config, train_config=train_config, rows=outer.train,
+                          epochs=stopped.best_epoch, channel_weights=channel_weights)  # fmt: skip
+    return stopped, result, prior, True
+
+
 def served_model(data: Data, outer: Split, inner: Split, *, seed: int, evaluate: dict, options=None) -> dict:
     """RecommenderNN as a training run makes it with settings' defaults (and ``options``), tested on ``outer``.
 
-    Trained on the inner training rows, stopped early on the inner split, then (settings'
-    REFIT) trained again on the outer training rows for the best epoch's count with their
-    prior (training/ml/refit.py, as training/services/pipeline.py does); then every
-    customer's vector is folded from the outer training rows (``TrainResult.refold``; a model that does not fold is used
-    as trained). The one place that says what "the served model" is.
+    Trained as ``fit_served`` says; then every customer's vector is folded from the outer
+    training rows (``TrainResult.refold``; a model that does not fold is used as trained).
+    The one place that says what "the served model" is.
     """
-    options = {"seed": seed} | (options or {})
-    result, prior = fit_nn(options, inner.train, inner, data.channel_weights)
-    stopped = result
-    model_config, train_config = nn_configs(options, inner.train)
-    if train_config.refit:  # training/ml/refit.py, as the pipeline does
-        result, prior = refit(model_config=model_config, train_config=train_config, rows=outer.train,
-                              epochs=stopped.best_epoch, channel_weights=data.channel_weights)  # fmt: skip
+    stopped, result, prior, refitted = fit_served({"seed": seed} | (options or {}), outer, inner,
+                                                  data.channel_weights)  # fmt: skip
     model = result.refold(outer.train)
     test = evaluate_split(nn_score_fn(model, prior, data.channel_weights), split=outer, **evaluate)
     return {"test": test, "best_epoch": stopped.best_epoch, "epochs_run": len(stopped.history),
-            "refit": train_config.refit,
+            "refit": refitted,
             "validation_ndcg@10_by_epoch": [round4(h["validation_ndcg@10"]) for h in stopped.history]}  # fmt: skip
 
 

@@ -9,7 +9,7 @@ shop's history, ``..._test.txt`` the visitors to come (disjoint sessions, the fo
 The model is trained as a training run serves it, with settings' defaults, on the training
 file only (each session a customer, its clicks the events ``click_events`` and
 ``interactions_from_events`` build, as in bench/quality_yoochoose.py): early stopping on
-the inner split of the outer training rows (``fit_nn``), then, with settings' REFIT, the
+the inner split of the outer training rows (``quality.fit_served``), then, with settings' REFIT, the
 refit on the outer training rows for the best epoch's count (training/ml/refit.py), as
 ``served_model`` in bench/quality.py and the pipeline do.
 
@@ -48,7 +48,7 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-from quality import fit_nn, nn_configs, interactions_from_events, skip_missing
+from quality import fit_served, interactions_from_events, skip_missing
 from quality import datasets_dir as _datasets_dir
 
 import numpy as np  # noqa: E402  (after quality: it sets Django up)
@@ -61,7 +61,6 @@ from django.conf import settings  # noqa: E402
 
 from training.ml.customers import fold_products  # noqa: E402
 from training.ml.data import leave_last_out  # noqa: E402
-from training.ml.refit import refit  # noqa: E402
 from training.ml.scoring import CatalogScorer  # noqa: E402
 
 NAME = "session"
@@ -133,18 +132,12 @@ def served(x, *, seed: int, options: dict, channel_weights, log) -> tuple:
     """The model a training run serves, trained on ``x``: (model to fold with, scorer, best epoch, epochs run)."""
     outer = leave_last_out(x)
     inner = leave_last_out(outer.train)
-    options = {"seed": seed} | options
-    result, prior = fit_nn(options, inner.train, inner, channel_weights)
-    stopped = result
-    model_config, train_config = nn_configs(options, inner.train)
-    if train_config.refit:  # training/ml/refit.py, as the pipeline does
-        result, prior = refit(model_config=model_config, train_config=train_config, rows=outer.train,
-                              epochs=stopped.best_epoch, channel_weights=channel_weights)  # fmt: skip
+    stopped, result, prior, refitted = fit_served({"seed": seed} | options, outer, inner, channel_weights)
     # The weights before the saved customers' fold; the fold reads product-side tables only.
     model = result.unfolded if result.unfolded is not None else result.model
     if not model.config.folds_items:
         raise SystemExit("RECSITE_CUSTOMER_VECTOR learns customers by id: the model cannot fold a new visitor.")
-    log(f"served model: best epoch {stopped.best_epoch} of {len(stopped.history)}, refit {train_config.refit}")
+    log(f"served model: best epoch {stopped.best_epoch} of {len(stopped.history)}, refit {refitted}")
     return model, CatalogScorer(result.model, prior, channel_weights), stopped.best_epoch, len(stopped.history)
 
 

@@ -117,7 +117,7 @@ def recommendations_explain(recommendations: Recommendations, *, category: str |
     loaded = served.loaded
     index = loaded.customer_index.get(recommendations.customer)
     if loaded.config.folds_items:
-        return _folded_because(recommendations, loaded, index)
+        return _folded_because(recommendations, served, index)
     config = InfluenceConfig.of_artifact(loaded.extra, loaded.metrics)
     trained = _training_rows(recommendations.customer, loaded, config) if index is not None else None
     rows = trained.rows if trained is not None else []
@@ -145,7 +145,7 @@ def recommendations_explain(recommendations: Recommendations, *, category: str |
     }
 
 
-def _folded_because(recommendations: Recommendations, loaded, index: int | None) -> dict[str, Because]:
+def _folded_because(recommendations: Recommendations, served, index: int | None) -> dict[str, Because]:
     """For a folded model: the products whose removal from the customer's fold lowers each item most (exact).
 
     The served vector was folded from every engaged row the customer had when the model
@@ -153,10 +153,11 @@ def _folded_because(recommendations: Recommendations, loaded, index: int | None)
     tells (unchanged since ``as_of``), newest first as the fold orders them, are what
     can be removed. A row changed since is not in the served vector: never cited.
     """
+    loaded = served.loaded
     items = np.array([loaded.product_index[item.product] for item in recommendations.items], dtype=np.int64)
     folded_now = recommendations.customer_vector == "folded"
     if folded_now:  # folded at the request, from the products as they are now: the same fold again
-        rows = _rows_now(recommendations.customer, loaded)
+        rows = _rows_now(recommendations.customer, served)
     else:
         rows = _folded_rows(recommendations.customer, loaded) if index is not None else []
     if not rows:
@@ -179,15 +180,15 @@ def _folded_rows(customer: str, loaded) -> list[dict]:
     return newest_first[: loaded.config.history_length + 1]  # one more: what moves in when one is removed
 
 
-def _rows_now(customer: str, loaded) -> list[dict]:
+def _rows_now(customer: str, served) -> list[dict]:
     """The customer's products a request-time fold reads, in its order (newest first), with what they did.
 
     ``customer_engaged_now`` gives the products and the order serving folded them in;
     what the customer did with each is their Engagement row plus their events the fold
     has not reached yet (summed here).
     """
-    served = served_model()
-    catalog = served.catalog
+    # The served model the ranking came from (not asked again: a swap in between would mix two).
+    catalog, loaded = served.catalog, served.loaded
     at = catalog.indices_of(customer_engaged_now(customer).engaged)[: loaded.config.history_length + 1]
     pks = catalog.pks[at].tolist()
     rows = {

@@ -119,7 +119,7 @@ def training_pipeline_run(run: TrainingRun, writer: ProgressWriter) -> None:
     if train_config.refit:
         # The validation items are a customer's newest engagement before the test item:
         # the served model trains on them too, for the epochs early stopping kept.
-        writer.span = (training_share, 1.0) if training_share < 1 else (0.5, 1.0)
+        writer.span = (training_share, 1.0)
         writer.phase(REFIT_PHASE)
         refit_started = time.monotonic()
         result, prior = refit(
