@@ -86,6 +86,7 @@ from engagement.services.events import EventIn  # noqa: E402
 from training.ml.data import Interactions, Split, index_ids, leave_last_out, product_prior  # noqa: E402
 from training.ml.loop import train  # noqa: E402
 from training.ml.metrics import evaluate_split  # noqa: E402
+from training.ml.neighbours import Blend, blend_choose, blended_score_fn, neighbours_build  # noqa: E402
 from training.ml.refit import refit  # noqa: E402
 from training.ml.scoring import CatalogScorer  # noqa: E402
 from training.ml.search import candidates, search  # noqa: E402
@@ -253,35 +254,45 @@ def nn_score_fn(model, prior, channel_weights) -> ScoreFn:
     return model_score_fn(CatalogScorer(model, prior, channel_weights))
 
 
-def fit_served(options: dict, outer: Split, inner: Split, channel_weights) -> tuple[Any, Any, np.ndarray, bool]:
+def fit_served(options: dict, outer: Split, inner: Split, channel_weights) -> tuple[Any, Any, np.ndarray, bool, Any]:
     """Train as a training run does: on the inner rows, stopped early on the inner split, then the refit.
 
-    Returns (the early-stopped result, the served result, its prior, whether it was refit):
-    with settings' REFIT the chosen epochs are trained again on the outer training rows
-    with their prior (training/ml/refit.py, as training/services/pipeline.py does).
+    Returns (the early-stopped result, the served result, its prior, whether it was refit,
+    the neighbour blend chosen, or None): with settings' REFIT the chosen epochs are
+    trained again on the outer training rows with their prior (training/ml/refit.py), and
+    with NEIGHBOURS the blend is chosen with the early-stopped model on the inner split
+    (training/ml/neighbours.py), as training/services/pipeline.py does.
     """
     stopped, prior = fit_nn(options, inner.train, inner, channel_weights)
     model_config, train_config = nn_configs(options, inner.train)
+    chosen = None
+    if train_config.neighbours:
+        chosen, _ = blend_choose(nn_score_fn(stopped.model, prior, channel_weights), inner,
+                                 sampled_negatives=settings.RECSITE_TRAINING["SAMPLED_NEGATIVES"],
+                                 seed=train_config.seed, max_customers=train_config.max_validation_customers)  # fmt: skip
     if not train_config.refit:
-        return stopped, stopped, prior, False
+        return stopped, stopped, prior, False, chosen
     result, prior = refit(model_config=model_config, train_config=train_config, rows=outer.train,
                           epochs=stopped.best_epoch, channel_weights=channel_weights)  # fmt: skip
-    return stopped, result, prior, True
+    return stopped, result, prior, True, chosen
 
 
 def served_model(data: Data, outer: Split, inner: Split, *, seed: int, evaluate: dict, options=None) -> dict:
     """RecommenderNN as a training run makes it with settings' defaults (and ``options``), tested on ``outer``.
 
     Trained as ``fit_served`` says; then every customer's vector is folded from the outer
-    training rows (``TrainResult.refold``; a model that does not fold is used as trained).
-    The one place that says what "the served model" is.
+    training rows (``TrainResult.refold``; a model that does not fold is used as trained)
+    and the chosen neighbour blend built from them. The one place that says what "the
+    served model" is.
     """
-    stopped, result, prior, refitted = fit_served({"seed": seed} | (options or {}), outer, inner,
-                                                  data.channel_weights)  # fmt: skip
+    stopped, result, prior, refitted, chosen = fit_served({"seed": seed} | (options or {}), outer, inner,
+                                                          data.channel_weights)  # fmt: skip
     model = result.refold(outer.train)
-    test = evaluate_split(nn_score_fn(model, prior, data.channel_weights), split=outer, **evaluate)
+    blend = None if chosen is None else Blend(neighbours_build(outer.train), chosen["weight"], chosen["decay"])
+    score = blended_score_fn(nn_score_fn(model, prior, data.channel_weights), blend, outer.train)
+    test = evaluate_split(score, split=outer, **evaluate)
     return {"test": test, "best_epoch": stopped.best_epoch, "epochs_run": len(stopped.history),
-            "refit": refitted,
+            "refit": refitted, "blend": chosen,
             "validation_ndcg@10_by_epoch": [round4(h["validation_ndcg@10"]) for h in stopped.history]}  # fmt: skip
 
 
@@ -503,14 +514,15 @@ def run_served(data: Data, outer: Split, inner: Split, *, seeds, evaluate, optio
         run = served_model(data, outer, inner, seed=seed, evaluate=evaluate, options=options)
         run["seconds"] = round(time.perf_counter() - t, 1)
         runs.append(run)
-        log(f"  served, seed {seed}: test {fmt(run['test'])} "
-            f"(best epoch {run['best_epoch']} of {run['epochs_run']}, {run['seconds']} s)")  # fmt: skip
+        log(f"  served, seed {seed}: test {fmt(run['test'])} (best epoch {run['best_epoch']} of "
+            f"{run['epochs_run']}, blend {json.dumps(run['blend'])}, {run['seconds']} s)")  # fmt: skip
     return {
         "options": options or {},
         "test": rounded(mean_metrics([run["test"] for run in runs])),
         "test_by_seed": [rounded(run["test"]) for run in runs],
         "best_epoch_by_seed": [run["best_epoch"] for run in runs],
         "epochs_run_by_seed": [run["epochs_run"] for run in runs],
+        "blend_by_seed": [run["blend"] for run in runs],
         "validation_ndcg@10_by_epoch_by_seed": [run["validation_ndcg@10_by_epoch"] for run in runs],
         "seconds_by_seed": [run["seconds"] for run in runs],
     }

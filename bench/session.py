@@ -61,6 +61,7 @@ from django.conf import settings  # noqa: E402
 
 from training.ml.customers import fold_products  # noqa: E402
 from training.ml.data import leave_last_out  # noqa: E402
+from training.ml.neighbours import Blend, neighbours_build  # noqa: E402
 from training.ml.scoring import CatalogScorer  # noqa: E402
 
 NAME = "session"
@@ -129,26 +130,33 @@ def prefixes(sessions: list[list[int]]) -> tuple[list[list[int]], np.ndarray, in
 
 
 def served(x, *, seed: int, options: dict, channel_weights, log) -> tuple:
-    """The model a training run serves, trained on ``x``: (model to fold with, scorer, best epoch, epochs run)."""
+    """The model a training run serves, trained on ``x``: (model to fold with, scorer, blend or None, best epoch, epochs run).
+
+    The blend (when the run's validation chose one) has neighbours of every row of ``x``,
+    as the pipeline saves them from every row.
+    """
     outer = leave_last_out(x)
     inner = leave_last_out(outer.train)
-    stopped, result, prior, refitted = fit_served({"seed": seed} | options, outer, inner, channel_weights)
+    stopped, result, prior, refitted, chosen = fit_served({"seed": seed} | options, outer, inner, channel_weights)
     # The weights before the saved customers' fold; the fold reads product-side tables only.
     model = result.unfolded if result.unfolded is not None else result.model
     if not model.config.folds_items:
         raise SystemExit("RECSITE_CUSTOMER_VECTOR learns customers by id: the model cannot fold a new visitor.")
-    log(f"served model: best epoch {stopped.best_epoch} of {len(stopped.history)}, refit {refitted}")
-    return model, CatalogScorer(result.model, prior, channel_weights), stopped.best_epoch, len(stopped.history)
+    blend = None if chosen is None else Blend(neighbours_build(x), chosen["weight"], chosen["decay"])
+    log(f"served model: best epoch {stopped.best_epoch} of {len(stopped.history)}, refit {refitted}, blend {chosen}")
+    scorer = CatalogScorer(result.model, prior, channel_weights)
+    return model, scorer, blend, stopped.best_epoch, len(stopped.history)
 
 
 # --- scores of a batch of prefixes: float[rows, products] ---
 
 
-def nn_scores(model, scorer: CatalogScorer, batch: list[list[int]]) -> np.ndarray:
-    """Fold each prefix as the API folds an unknown visitor, and score the catalog: one row per prefix."""
+def nn_scores(model, scorer: CatalogScorer, blend: Blend | None, batch: list[list[int]]) -> np.ndarray:
+    """Fold each prefix as the API folds an unknown visitor, score the catalog, blend as it does: a row per prefix."""
     folds = [fold_products(model, products) for products in batch]
     vectors = [torch.cat([fold[table] for fold in folds]) for table in range(len(folds[0]))]
-    return scorer.score_vectors(vectors)
+    scores = scorer.score_vectors(vectors)
+    return scores if blend is None else blend.apply(scores, batch)
 
 
 def cooccurrence_cosine(sessions: list[list[int]], num_products: int, regularisation: float) -> sp.csr_matrix:
@@ -232,8 +240,8 @@ def main() -> None:
 
     t = time.perf_counter()
     options = {"epochs": 2} if args.quick else {}
-    model, scorer, best_epoch, epochs_run = served(x, seed=args.seed, options=options,
-                                                   channel_weights=data.channel_weights, log=log)  # fmt: skip
+    model, scorer, blend, best_epoch, epochs_run = served(x, seed=args.seed, options=options,
+                                                          channel_weights=data.channel_weights, log=log)  # fmt: skip
     train_seconds = time.perf_counter() - t
 
     popularity = np.bincount(np.concatenate([np.asarray(s) for s in train_sessions.values()]),
@@ -252,7 +260,7 @@ def main() -> None:
         for method in methods:
             t = time.perf_counter()
             if method == "served":
-                scores, tiebreak = nn_scores(model, scorer, batch), None
+                scores, tiebreak = nn_scores(model, scorer, blend, batch), None
             elif method == "popularity":
                 scores, tiebreak = np.tile(popularity, (len(batch), 1)), None
             elif method == "item_knn_sum":
@@ -271,7 +279,7 @@ def main() -> None:
                                       "seconds": round(seconds[m], 2)} for m in methods}  # fmt: skip
     total = round(time.perf_counter() - started, 1)
     labels = {
-        "served": "RecommenderNN as served (fold_products + score_vectors)",
+        "served": "RecommenderNN as served (fold_products + score_vectors, the chosen neighbour blend)",
         "popularity": "popularity",
         "item_knn": f"item-kNN, last item (lambda {args.knn_lambda:g})",
         "item_knn_sum": f"item-kNN, sum over the prefix (lambda {args.knn_lambda:g})",
@@ -313,6 +321,7 @@ def main() -> None:
         "protocol": protocol + "; a next click on a prefix item is skipped (the API's exclude_seen cannot show it); "
                     "ties: lower product index (kNN: popularity first)",
         "model": {"options": options, "seed": args.seed, "best_epoch": best_epoch, "epochs_run": epochs_run,
+                  "blend": None if blend is None else blend.settings(),
                   "train_seconds": round(train_seconds, 1), "trained_on": "the training file's sessions only"},
         "knn_lambda": args.knn_lambda,
         "baselines_from": "every click of the training file (the model's refit leaves each session's last item out)",

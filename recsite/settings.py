@@ -434,6 +434,10 @@ RECSITE_TRAINING = {
     # rows together for the best epoch's count, and serve that (training/ml/refit.py;
     # docs/model.md "The refit"). False: serve the early-stopped model (half the time).
     "REFIT": env_bool("RECSITE_TRAINING_REFIT", True),
+    # Blend products engaged with together into the served ranking, as much as the run's
+    # validation split says helps (none where it does not: training/ml/neighbours.py;
+    # docs/model.md "The neighbour blend"). False: the model's scores alone.
+    "NEIGHBOURS": env_bool("RECSITE_TRAINING_NEIGHBOURS", True),
     "SEED": 42,
     "MAX_VALIDATION_CUSTOMERS": 2000,
     # To which moment training targets are decayed: "customer" (each customer's newest

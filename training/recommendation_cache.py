@@ -121,21 +121,32 @@ def engagement_stamp_and_active(
     return stamp, active, events_since
 
 
-def engagement_seen_and_stamps(customers: list[str]) -> dict[str, tuple[EngagementStamp, list[str]]]:
-    """Return each customer's engagement stamp and seen products, read in one statement.
+def engagement_seen_and_stamps(customers: list[str]) -> dict[str, tuple[EngagementStamp, list[str], list[str]]]:
+    """Return each customer's engagement stamp, seen products and engaged ones (newest first), in one statement.
 
-    One statement, so the stamp describes exactly the seen products returned with it.
-    Customers without engagement are absent (their stamp is (0, 0), nothing seen).
+    One statement, so the stamp describes exactly the products returned with it.
+    "Engaged" are those with some signal, newest first (ties: the larger primary key), as
+    engagement.selectors.customer_engaged_now orders them for a customer with no events
+    past the fold: what the neighbour blend reads. Customers without engagement are
+    absent (their stamp is (0, 0), nothing seen).
     """
     rows = Engagement.objects.filter(customer__external_id__in=customers).values_list(
-        "customer__external_id", "product__external_id", "event_count"
-    )
+        "customer__external_id", "product__external_id", "event_count", "last_event_at", "product_id",
+        "hover_decayed", "dwell_decayed", "clicks_decayed",
+    )  # fmt: skip
     seen: dict[str, list[str]] = defaultdict(list)
+    engaged: dict[str, list[tuple]] = defaultdict(list)
     events: dict[str, int] = defaultdict(int)
-    for customer, product, event_count in rows:
+    for customer, product, event_count, at, pk, hover, dwell, clicks in rows:
         seen[customer].append(product)
         events[customer] += event_count
-    return {customer: ((len(products), events[customer]), products) for customer, products in seen.items()}
+        if hover > 0 or dwell > 0 or clicks > 0:
+            engaged[customer].append((at, pk, product))
+    return {
+        customer: ((len(products), events[customer]), products,
+                   [product for _, _, product in sorted(engaged[customer], reverse=True)])
+        for customer, products in seen.items()
+    }  # fmt: skip
 
 
 def entry_encode(stamp: EngagementStamp, k: int, products: np.ndarray, scores: np.ndarray) -> tuple:

@@ -309,8 +309,9 @@ def recommendations_for(
     index = loaded.customer_index.get(customer)
     folds = loaded.config.folds_items
     since = folded_through(loaded) if folds else None
+    blend = loaded.blend
     # One statement: what the customer engaged with, up to this moment (engagement.selectors).
-    now = customer_engaged_now(customer, since=since) if exclude_seen or folds else None
+    now = customer_engaged_now(customer, since=since) if exclude_seen or folds or blend is not None else None
     vectors = None
     # A learnt per-customer offset (items+id) is lost to a fold: a known customer keeps theirs.
     if folds and (index is None or (now.events_since and not loaded.config.learns_ids)):
@@ -322,6 +323,9 @@ def recommendations_for(
         scores, how = loaded.scorer.score_vectors(vectors)[0], "folded"
     else:
         scores, how = loaded.scorer.score(np.array([index]))[0], "trained"  # float32, this request's own array
+    if blend is not None:
+        # Products engaged with together with the customer's newest ones (training/ml/neighbours.py).
+        scores = blend.apply(scores[None, :], [catalog.indices_of(now.engaged)])[0]
     if category is None:
         allowed = catalog.active.copy()
     else:

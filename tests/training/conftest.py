@@ -18,6 +18,7 @@ from engagement.models import ALL_SCOPES, ShopApiKey
 from engagement.selectors import popular_cache_clear
 from engagement.services import engagement_fold
 from training.ml.artifact import save_artifact
+from training.ml.neighbours import Blend
 from training.ml.model import RecommenderConfig, RecommenderNN
 from training.models import ModelVersion
 from training.serving import serving_reset
@@ -82,7 +83,8 @@ def make_version(db) -> Callable[..., ModelVersion]:
     """Store an (untrained, seeded) model over the given ids as a candidate ModelVersion."""
 
     def make(
-        *, customer_ids: list[str], product_ids: list[str], seed: int = 0, customer_vector: str = "id", **fields
+        *, customer_ids: list[str], product_ids: list[str], seed: int = 0, customer_vector: str = "id",
+        blend: Blend | None = None, **fields,
     ) -> ModelVersion:
         torch.manual_seed(seed)
         config = RecommenderConfig(num_customers=len(customer_ids), num_products=len(product_ids), embed_dim=8,
@@ -94,7 +96,7 @@ def make_version(db) -> Callable[..., ModelVersion]:
         name = f"test-{seed}-{ModelVersion.objects.count()}.pt"
         sha256 = save_artifact(
             model_dir / name, model=model, config=config, prior=prior, customer_ids=customer_ids,
-            product_ids=product_ids, channel_weights=(0.2, 0.4, 0.4), metrics={},
+            product_ids=product_ids, channel_weights=(0.2, 0.4, 0.4), metrics={}, blend=blend,
         )  # fmt: skip
         return ModelVersion.objects.create(
             artifact_path=name, sha256=sha256, config={"model": config.to_dict()}, customer_ids=customer_ids,

@@ -17,6 +17,7 @@ from engagement.models import Customer, Engagement, Product
 from engagement.services import EventIn, engagement_fold, events_ingest
 from engagement.tasks import compute_engagement
 from training import recommendation_cache
+from training.ml.neighbours import Blend, Neighbours
 from training.models import ModelVersion
 from training.recommendation_cache import list_key, recommendations_cached
 from training.serving import recommendations_for, served_model
@@ -356,3 +357,33 @@ def test_a_fold_has_the_lists_of_its_customers_precomputed_again(make_version, s
         time.sleep(0.1)  # polling another process's work
     assert top not in {i.product for i in cached.items}
     assert cached == recommendations_for(customer=customer, k=10)
+
+
+def test_with_a_neighbour_blend_the_cached_answer_still_equals_the_on_the_fly_one(db, make_version):
+    """The blend reads the customer's engaged products newest first: the precompute must read the same ones."""
+    shop(seed=1)
+    rng = np.random.default_rng(0)
+    now = timezone.now()
+    for row in Engagement.objects.all():  # distinct times, and some ties (broken by product pk)
+        row.last_event_at = now - timedelta(minutes=int(rng.integers(0, 5)))
+        row.save(update_fields=["last_event_at"])
+    neighbours = Neighbours(
+        rng.integers(0, len(PRODUCTS), size=(len(PRODUCTS), 6)).astype(np.int32),
+        rng.random((len(PRODUCTS), 6)).astype(np.float32),
+    )
+    blend = Blend(neighbours, weight=1.0, decay=0.5)
+    version = make_version(customer_ids=CUSTOMERS, product_ids=PRODUCTS, seed=5, blend=blend)
+    plain = make_version(customer_ids=CUSTOMERS, product_ids=PRODUCTS, seed=5)
+    model_version_promote(version_id=plain.pk, actor="test")
+    alone = {c: recommendations_for(customer=c, k=20).items for c in CUSTOMERS}
+    version = model_version_promote(version_id=version.pk, actor="test")
+    assert served_model().loaded.blend is not None
+
+    assert precompute(version) == len(CUSTOMERS)
+
+    changed = 0
+    for customer in CUSTOMERS:
+        cached = recommendations_cached(customer=customer, k=20)
+        assert cached is not None and cached == recommendations_for(customer=customer, k=20)
+        changed += [i.product for i in cached.items] != [i.product for i in alone[customer]]
+    assert changed > len(CUSTOMERS) // 2  # the blend does reorder: this is not the model alone twice

@@ -28,16 +28,19 @@ import torch
 from torch.overrides import TorchFunctionMode
 
 from training.ml.model import RecommenderConfig, RecommenderNN
+from training.ml.neighbours import Blend, Neighbours
 from training.ml.scoring import CatalogScorer
 
 # /2 keeps the customer ids as one tensor of UTF-8 bytes (a list of a million strings
 # costs ~90 MB to unpickle, and the unpickler's memo as much again while it runs); /1,
 # a list, is still read.
-FORMAT = "recsite.recommender/2"
-READABLE_FORMATS = frozenset({"recsite.recommender/1", FORMAT})
+# /3 adds "blend": the neighbour blend the ranking is served with (training/ml/neighbours.py), or None.
+FORMAT = "recsite.recommender/3"
+READABLE_FORMATS = frozenset({"recsite.recommender/1", "recsite.recommender/2", FORMAT})
 KEYS = frozenset(
     {"format", "config", "state_dict", "prior", "customer_ids", "product_ids", "channel_weights", "metrics", "extra"}
 )
+KEYS_BY_FORMAT = {"recsite.recommender/1": KEYS, "recsite.recommender/2": KEYS, FORMAT: KEYS | {"blend"}}
 _READ_CHUNK = 1024 * 1024
 
 
@@ -60,6 +63,8 @@ class LoadedModel:
     metrics: dict[str, Any]
     extra: dict[str, Any]
     sha256: str
+    # The served ranking blends the model's scores with products engaged with together; None: the model alone.
+    blend: Blend | None = None
 
 
 def save_artifact(
@@ -73,6 +78,7 @@ def save_artifact(
     channel_weights: Sequence[float],
     metrics: dict,
     extra: dict | None = None,
+    blend: Blend | None = None,
 ) -> str:
     """Write the artifact atomically to ``path`` and return the sha256 hex of its bytes.
 
@@ -101,7 +107,15 @@ def save_artifact(
         "channel_weights": [float(w) for w in channel_weights],
         "metrics": _plain(metrics, "metrics"),
         "extra": _plain(extra or {}, "extra"),
+        "blend": None if blend is None else {
+            "indices": torch.from_numpy(np.ascontiguousarray(blend.neighbours.indices, dtype=np.int32)),
+            "similarity": torch.from_numpy(np.ascontiguousarray(blend.neighbours.similarity, dtype=np.float32)),
+            "weight": float(blend.weight),
+            "decay": float(blend.decay),
+        },
     }
+    if blend is not None and blend.neighbours.num_products != config.num_products:
+        raise ValueError(f"the blend's neighbours cover {blend.neighbours.num_products} products, not {config.num_products}.")
     buffer = io.BytesIO()
     torch.save(payload, buffer)
     data = buffer.getvalue()
@@ -171,8 +185,9 @@ def _build(payload: Any, *, sha256: str) -> LoadedModel:
     if not isinstance(payload, dict) or payload.get("format") not in READABLE_FORMATS:
         found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
         raise ArtifactError(f"not a {FORMAT} artifact (format: {found!r}).")
-    if set(payload) != KEYS:
-        raise ArtifactError(f"artifact keys {sorted(payload)} differ from {sorted(KEYS)}.")
+    keys = KEYS_BY_FORMAT[payload["format"]]
+    if set(payload) != keys:
+        raise ArtifactError(f"artifact keys {sorted(payload)} differ from {sorted(keys)}.")
     config = RecommenderConfig.from_dict(payload["config"])
     with _WeightsLeftUninitialised():  # the loaded tensors become the parameters (assign): no copy
         model = RecommenderNN(config)
@@ -210,7 +225,28 @@ def _build(payload: Any, *, sha256: str) -> LoadedModel:
         metrics=metrics,
         extra=extra,
         sha256=sha256,
+        blend=_blend(payload.get("blend"), config.num_products),
     )
+
+
+def _blend(stored: Any, num_products: int) -> Blend | None:
+    """The stored neighbour blend, checked: shapes, index range, finite weights."""
+    if stored is None:
+        return None
+    if not isinstance(stored, dict) or set(stored) != {"indices", "similarity", "weight", "decay"}:
+        raise ArtifactError("blend must be None or a dict of indices, similarity, weight and decay.")
+    indices, similarity = stored["indices"], stored["similarity"]
+    if not isinstance(indices, torch.Tensor) or not isinstance(similarity, torch.Tensor):
+        raise ArtifactError("the blend's indices and similarity must be tensors.")
+    if indices.dim() != 2 or indices.shape[0] != num_products or indices.shape != similarity.shape:
+        raise ArtifactError(f"the blend's neighbours must be [{num_products}, k] indices and similarities.")
+    indices_array = indices.to(torch.int32).numpy()
+    if indices_array.size and (indices_array.min() < -1 or indices_array.max() >= num_products):
+        raise ArtifactError("the blend names a product the model does not have.")
+    weight, decay = stored["weight"], stored["decay"]
+    if not all(isinstance(v, float) and math.isfinite(v) for v in (weight, decay)) or not (weight >= 0 and 0 < decay <= 1):
+        raise ArtifactError("the blend's weight must be >= 0 and its decay in (0, 1].")
+    return Blend(Neighbours(indices_array, similarity.to(torch.float32).numpy()), weight, decay)
 
 
 _LOW_32 = 0xFFFF_FFFF

@@ -15,6 +15,7 @@ from training.ml.artifact import LoadedModel
 from training.ml.customers import customer_history, fold_customers
 from training.ml.data import Interactions, Split
 from training.ml.metrics import popularity_scores
+from training.ml.neighbours import HISTORY, Blend, histories_of, neighbours_build
 from training.ml.scoring import CatalogScorer
 
 GATE_METRIC = ("full", "ndcg@10")
@@ -45,17 +46,23 @@ def champion_score_fn(
 
     The serving model has its own id maps: customers it does not know get popular
     products (the API's fallback), products it does not know can never be shown (-inf).
+    Its customer folds and its neighbours were built from every row it saw, this
+    split's test items among them: both are built again from this split's training rows
+    (mapped into its id spaces), as the candidate's are.
     """
     popularity = popularity_scores(split.train).astype(np.float32)
     champion_customer = np.array([champion.customer_index.get(c, -1) for c in customer_ids], dtype=np.int64)
     champion_product = np.array([champion.product_index.get(p, -1) for p in product_ids], dtype=np.int64)
     known_products = np.flatnonzero(champion_product >= 0)
     scorer = champion.scorer
+    rows = _mapped(champion, split, champion_customer, champion_product)
     if champion.config.folds_items:
-        # Its customers were folded from every row it saw, the test items of this split
-        # among them: fold them again from this split's training rows, as the candidate's are.
-        scorer = CatalogScorer(_refolded(champion, split, champion_customer, champion_product), champion.prior,
-                               champion.channel_weights)  # fmt: skip
+        scorer = CatalogScorer(fold_customers(champion.model, customer_history(rows, champion.config.history_length)),
+                               champion.prior, champion.channel_weights)  # fmt: skip
+    blend = champion.blend
+    if blend is not None:
+        blend = Blend(neighbours_build(rows), blend.weight, blend.decay)
+        history = customer_history(rows, HISTORY)
 
     def score(customers: np.ndarray) -> np.ndarray:
         customers = np.asarray(customers, dtype=np.int64)
@@ -63,21 +70,24 @@ def champion_score_fn(
         mapped = champion_customer[customers]
         known = np.flatnonzero(mapped >= 0)
         if len(known):
-            rows = np.full((len(known), len(popularity)), -np.inf, dtype=np.float32)
-            rows[:, known_products] = scorer.score(mapped[known], champion_product[known_products])
-            out[known] = rows
+            theirs = scorer.score(mapped[known])  # the champion's whole catalog, as it serves
+            if blend is not None:
+                theirs = blend.apply(theirs, histories_of(history, mapped[known]))
+            ranked = np.full((len(known), len(popularity)), -np.inf, dtype=np.float32)
+            ranked[:, known_products] = theirs[:, champion_product[known_products]]
+            out[known] = ranked
         return out
 
     return score
 
 
-def _refolded(champion: LoadedModel, split: Split, customer_map: np.ndarray, product_map: np.ndarray):
-    """The champion's model with its customers folded from ``split.train`` (mapped into its id spaces)."""
+def _mapped(champion: LoadedModel, split: Split, customer_map: np.ndarray, product_map: np.ndarray) -> Interactions:
+    """``split.train``'s rows mapped into the champion's id spaces (rows it has no id for left out)."""
     rows = split.train
     customers, products = customer_map[rows.customer_idx], product_map[rows.product_idx]
     known = (customers >= 0) & (products >= 0)
     config = champion.config
-    mapped = Interactions(
+    return Interactions(
         customer_idx=customers[known],
         product_idx=products[known],
         targets=rows.targets[known],
@@ -86,7 +96,6 @@ def _refolded(champion: LoadedModel, split: Split, customer_map: np.ndarray, pro
         num_customers=config.num_customers,
         num_products=config.num_products,
     )
-    return fold_customers(champion.model, customer_history(mapped, config.history_length))
 
 
 def metric_of(metrics: dict) -> float:

@@ -59,6 +59,9 @@ class TrainConfig:
     # After early stopping, train again on the training and validation rows together for
     # the best epoch's count (the caller does: training/ml/refit.py).
     refit: bool = True
+    # Choose on validation whether, and how much, products engaged with together are
+    # blended into the served ranking (the caller does: training/ml/neighbours.py).
+    neighbours: bool = True
     seed: int = 42
     device: str = "auto"  # "auto": CUDA when available, else CPU; or "cpu", "cuda", "cuda:1"
     max_validation_customers: int = 2000
@@ -87,8 +90,9 @@ class TrainConfig:
             and 0 <= self.negative_exponent <= 2
         ):  # fmt: skip
             raise ValueError(f"negative_exponent must be a number in [0, 2], got {self.negative_exponent!r}.")
-        if not isinstance(self.refit, bool):
-            raise ValueError(f"refit must be true or false, got {self.refit!r}.")
+        for name in ("refit", "neighbours"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}.")
         if self.loss not in ("bce", "softmax"):
             raise ValueError(f"loss must be 'bce' or 'softmax', got {self.loss!r}.")
         if isinstance(self.softmax_negatives, bool) or not isinstance(self.softmax_negatives, int) or not (

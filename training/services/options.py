@@ -27,6 +27,7 @@ OPTIONS: dict[str, tuple[type, str]] = {
     "negatives_per_positive": (int, "NEGATIVES_PER_POSITIVE"),
     "patience": (int, "PATIENCE"),
     "refit": (bool, "REFIT"),
+    "neighbours": (bool, "NEIGHBOURS"),
     "seed": (int, "SEED"),
     "max_validation_customers": (int, "MAX_VALIDATION_CUSTOMERS"),
     "embed_dim": (int, "EMBED_DIM"),

@@ -21,6 +21,7 @@ from training.ml.artifact import save_artifact
 from training.ml.data import leave_last_out, product_prior
 from training.ml.loop import TrainingCancelled, train
 from training.ml.metrics import evaluate_split
+from training.ml.neighbours import Blend, blend_choose, blended_score_fn, neighbours_build
 from training.ml.refit import refit
 from training.ml.scoring import CatalogScorer
 from training.ml.search import candidates, search
@@ -35,6 +36,7 @@ from .versions import PromotionRefused, model_version_promote_verified, model_ve
 logger = logging.getLogger(__name__)
 
 REFIT_PHASE = "refitting on every training row"
+BLEND_PHASE = "choosing the neighbour blend"
 
 
 def training_pipeline_run(run: TrainingRun, writer: ProgressWriter) -> None:
@@ -132,11 +134,28 @@ def training_pipeline_run(run: TrainingRun, writer: ProgressWriter) -> None:
         )
         refit_record = {"epochs": len(result.history), "rows": len(outer.train),
                         "seconds": round(time.monotonic() - refit_started, 2)}  # fmt: skip
+    blend_record = None
+    if train_config.neighbours:
+        # How much of products engaged with together the ranking blends in, chosen with the
+        # early-stopped model on its own validation split (none where it does not help).
+        writer.span = (1.0, 1.0)  # training is over: the bar stays full (it only moves forward)
+        writer.phase(BLEND_PHASE)
+        blend_started = time.monotonic()
+        stopped_scorer = CatalogScorer(stopped.model, product_prior(inner.train), data.channel_weights)
+        chosen_blend, blend_trials = blend_choose(
+            model_score_fn(stopped_scorer), inner, sampled_negatives=conf["SAMPLED_NEGATIVES"],
+            seed=train_config.seed, max_customers=train_config.max_validation_customers,
+        )  # fmt: skip
+        blend_record = {"chosen": chosen_blend, "tried": [t.to_dict() for t in blend_trials],
+                        "seconds": round(time.monotonic() - blend_started, 2)}  # fmt: skip
     train_seconds = time.monotonic() - started
     writer.phase("evaluating")
     # The gate's model: the trained weights with every customer folded from the rows
-    # before their test item. The saved model folds them from every row (docs/model.md).
-    metrics = _evaluate(result.refold(outer.train), prior, data, outer, train_config.seed)
+    # before their test item, and neighbours of those rows. The saved model folds them
+    # from every row, and its neighbours are every row's (docs/model.md).
+    chosen_blend = blend_record["chosen"] if blend_record else None
+    metrics = _evaluate(result.refold(outer.train), prior, data, outer, train_config.seed,
+                        blend=_blend_of(chosen_blend, outer.train))  # fmt: skip
     metrics["data"] = _data_summary(data, test_customers)
     metrics["training"] = {
         "seconds": round(train_seconds, 2),
@@ -147,6 +166,7 @@ def training_pipeline_run(run: TrainingRun, writer: ProgressWriter) -> None:
         "examples_per_second": round(result.examples_per_second),
         "refit": refit_record,  # None: the early-stopped model is served (REFIT off)
     }
+    metrics["blend"] = blend_record  # None: NEIGHBOURS off; "chosen" None: the model alone ranks best
     decision = gate_decide(
         candidate=metrics["model"],
         popularity=metrics["popularity"],
@@ -161,6 +181,7 @@ def training_pipeline_run(run: TrainingRun, writer: ProgressWriter) -> None:
     version = _save_version(
         run, result.refold(data.interactions), model_config, train_config, prior, data, metrics,
         status=ModelVersion.Status.CANDIDATE if decision.promote else ModelVersion.Status.REJECTED,
+        blend=_blend_of(chosen_blend, data.interactions),
     )  # fmt: skip
     metrics["total_seconds"] = round(time.monotonic() - started, 2)
     common = {"metrics": metrics, "history": stopped.history}
@@ -197,13 +218,20 @@ def _data_summary(data: TrainingData, test_customers: int) -> dict[str, Any]:
     }
 
 
-def _evaluate(model, prior, data: TrainingData, outer, seed: int) -> dict[str, Any]:
-    """The candidate, popularity and the serving model, on the same split, through the API's scorer."""
+def _blend_of(chosen: dict[str, float] | None, rows) -> Blend | None:
+    """The chosen blend with neighbours built from ``rows``; None for the model alone."""
+    if chosen is None:
+        return None
+    return Blend(neighbours_build(rows), chosen["weight"], chosen["decay"])
+
+
+def _evaluate(model, prior, data: TrainingData, outer, seed: int, *, blend: Blend | None) -> dict[str, Any]:
+    """The candidate, popularity and the serving model, on the same split, ranked as the API ranks."""
     conf = settings.RECSITE_TRAINING
     kwargs = {"split": outer, "sampled_negatives": conf["SAMPLED_NEGATIVES"], "seed": seed}
     scorer = CatalogScorer(model, prior, data.channel_weights)
     metrics: dict[str, Any] = {
-        "model": evaluate_split(model_score_fn(scorer), **kwargs),
+        "model": evaluate_split(blended_score_fn(model_score_fn(scorer), blend, outer.train), **kwargs),
         "popularity": evaluate_split(popularity_score_fn(outer), **kwargs),
     }
     champion = model_version_promoted()
@@ -220,7 +248,7 @@ def _evaluate(model, prior, data: TrainingData, outer, seed: int) -> dict[str, A
 
 
 def _save_version(
-    run, model, model_config, train_config, prior, data: TrainingData, metrics, *, status: str
+    run, model, model_config, train_config, prior, data: TrainingData, metrics, *, status: str, blend: Blend | None
 ) -> ModelVersion:
     relative = run_artifact_name(run.pk, timezone.now())
     config = {"model": model_config.to_dict(), "train": train_config.to_dict()}
@@ -238,6 +266,7 @@ def _save_version(
         extra={"training_run": run.pk, "train": train_config.to_dict(), "as_of": metrics["data"]["as_of"],
                # Serving folds a customer with events after this one (training.serving).
                FOLDED_THROUGH: data.folded_through},  # fmt: skip
+        blend=blend,
     )
     try:
         return ModelVersion.objects.create(

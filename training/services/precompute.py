@@ -182,12 +182,15 @@ def recommendations_precompute_chunk(*, version_id: int, customers: list[int]) -
             indices = customers[start : start + batch]
             scores = loaded.scorer.score(np.asarray(indices, dtype=np.int64))
             allowed = np.repeat(served.active[None, :], len(indices), axis=0)
-            stamps = []
+            stamps, histories = [], []
             for row, i in enumerate(indices):
-                stamp, seen = engagement.get(ids[i], ((0, 0), []))
+                stamp, seen, engaged = engagement.get(ids[i], ((0, 0), [], []))
                 stamps.append(stamp)
                 seen_index = [j for j in (loaded.product_index.get(p) for p in seen) if j is not None]
                 allowed[row, seen_index] = False
+                histories.append([j for j in (loaded.product_index.get(p) for p in engaged) if j is not None])
+            if loaded.blend is not None:  # the on-the-fly ranking's blend, with the same products
+                scores = loaded.blend.apply(scores, histories)
             top, top_scores, counts = top_products(scores, allowed, k + ACTIVE_CHECK_MARGIN)
             for row, i in enumerate(indices):
                 key = list_key(version_id=version_id, sha256=loaded.sha256, customer_index=i)

@@ -151,7 +151,7 @@ def test_it_refuses_a_torch_file_in_another_format(tmp_path):
     path = tmp_path / "other.pt"
     torch.save({"format": "someone-else/3", "weights": torch.zeros(2)}, path)
 
-    with pytest.raises(ArtifactError, match="not a recsite.recommender/2 artifact"):
+    with pytest.raises(ArtifactError, match="not a recsite.recommender/3 artifact"):
         load_artifact(path, sha256=file_sha256(path))
 
 
@@ -194,7 +194,7 @@ def test_it_stores_the_config_as_a_plain_dict(tmp_path):
 
     payload = torch.load(path, weights_only=True)
 
-    assert payload["format"] == "recsite.recommender/2"
+    assert payload["format"] == "recsite.recommender/3"
     assert RecommenderConfig.from_dict(payload["config"]) == _model()[1]
     assert isinstance(payload["prior"], torch.Tensor)
     assert payload["channel_weights"] == list(WEIGHTS)
