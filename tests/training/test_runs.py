@@ -8,6 +8,7 @@ from django.utils import timezone
 
 from engagement.models import Engagement, EngagementWatermark
 from tests.training.conftest import seed_small_shop
+from training.artifacts import model_version_load
 from training.models import ModelPromotion, ModelVersion, TrainingRun
 from training.services import (
     TrainingOptionsInvalid,
@@ -243,3 +244,21 @@ def test_the_served_model_is_refit_on_the_validation_rows_too_for_the_epochs_ear
     assert refit_run.model_version.config["train"]["refit"] is True
     assert stopped_run.metrics["training"]["refit"] is None
     assert stopped_run.model_version.config["train"]["refit"] is False
+
+
+def test_a_run_chooses_its_neighbour_blend_on_validation_and_serves_what_it_chose(small_shop):
+    run = run_now()
+    off = run_now({"neighbours": False, "seed": 1})
+
+    blend = run.metrics["blend"]
+    assert [(t["weight"], t["decay"]) for t in blend["tried"]][0] == (0.0, 0.5)  # the model alone first
+    assert len(blend["tried"]) == 7 and blend["seconds"] >= 0
+    best = max(blend["tried"], key=lambda t: t["validation_ndcg"])
+    loaded = model_version_load(run.model_version)
+    if blend["chosen"] is None:
+        assert best["weight"] == 0 and loaded.blend is None
+    else:
+        assert blend["chosen"] == {"weight": best["weight"], "decay": best["decay"]}
+        assert (loaded.blend.weight, loaded.blend.decay) == (best["weight"], best["decay"])
+        assert loaded.blend.neighbours.num_products == len(run.model_version.product_ids)
+    assert off.metrics["blend"] is None and model_version_load(off.model_version).blend is None
