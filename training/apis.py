@@ -48,7 +48,8 @@ def actor_of(request) -> str:
 
 class RecommendedItemSerializer(serializers.Serializer):
     product = serializers.CharField()
-    score = serializers.FloatField(help_text="The model's engagement estimate, or summed engagement when popular.")
+    score = serializers.FloatField(help_text="Ranks the items, higher first: the model's engagement estimate, or its blend "
+        "with products engaged with together where the run chose one (docs/model.md), or summed engagement when popular.")
     rank = serializers.IntegerField()
 
 
