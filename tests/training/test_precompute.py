@@ -384,6 +384,13 @@ def test_with_a_neighbour_blend_the_cached_answer_still_equals_the_on_the_fly_on
     changed = 0
     for customer in CUSTOMERS:
         cached = recommendations_cached(customer=customer, k=20)
-        assert cached is not None and cached == recommendations_for(customer=customer, k=20)
+        fresh = recommendations_for(customer=customer, k=20)
+        assert cached is not None and [(i.product, i.rank) for i in cached.items] == [
+            (i.product, i.rank) for i in fresh.items
+        ]
+        # The same products in the same order. The scorer's batched and single-row float32
+        # results differ by ~1e-7; standardising divides by the row's deviation, tiny for this
+        # untrained model, so a blended score can differ in its 4th decimal.
+        assert [i.score for i in cached.items] == pytest.approx([i.score for i in fresh.items], abs=2e-3)
         changed += [i.product for i in cached.items] != [i.product for i in alone[customer]]
     assert changed > len(CUSTOMERS) // 2  # the blend does reorder: this is not the model alone twice

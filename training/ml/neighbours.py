@@ -117,11 +117,20 @@ def neighbours_build(rows: Interactions, *, per_product: int = PER_PRODUCT, shri
 
 
 def standardised(scores: np.ndarray) -> np.ndarray:
-    """Each row minus its mean, over its deviation (a constant row becomes 0): float32."""
+    """Each row minus its mean, over its deviation (a constant row becomes 0): float32.
+
+    Row by row, in float64: a row comes out the same bit for bit whether it is scored
+    alone (a request) or in a batch (the precompute), so both paths round alike.
+    """
     scores = np.asarray(scores, dtype=np.float32)
-    centred = scores - scores.mean(axis=1, keepdims=True)
-    deviation = centred.std(axis=1, keepdims=True)
-    return np.divide(centred, deviation, out=np.zeros_like(centred), where=deviation > 0)
+    out = np.zeros(scores.shape, dtype=np.float32)
+    for i, row in enumerate(scores):
+        centred = row.astype(np.float64)
+        centred -= centred.mean()
+        deviation = np.sqrt(np.mean(centred * centred))
+        if deviation > 0:
+            out[i] = centred / deviation
+    return out
 
 
 @dataclass(frozen=True)
