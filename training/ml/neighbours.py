@@ -21,6 +21,7 @@ the neighbours do not help, the run serves the model as before. numpy and scipy 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -59,8 +60,12 @@ class Neighbours:
     def num_products(self) -> int:
         return self.indices.shape[0]
 
+    @functools.cached_property
     def matrix(self) -> sp.csr_matrix:
-        """The similarities as a products x products CSR matrix (row: a product, columns: its neighbours)."""
+        """The similarities as a products x products CSR matrix (row: a product, columns: its neighbours).
+
+        Built once per Neighbours (a loaded model's serves every request), not per call.
+        """
         keep = self.indices >= 0
         rows = np.repeat(np.arange(self.num_products), keep.sum(axis=1))
         return sp.csr_matrix(
@@ -86,7 +91,7 @@ class Neighbours:
             (np.concatenate(values), (np.concatenate(rows), np.concatenate(columns))),
             shape=(len(histories), self.num_products),
         )
-        return np.asarray((weights @ self.matrix()).toarray(), dtype=np.float32)
+        return np.asarray((weights @ self.matrix).toarray(), dtype=np.float32)
 
 
 def neighbours_build(rows: Interactions, *, per_product: int = PER_PRODUCT, shrink: float = SHRINK) -> Neighbours:
@@ -119,8 +124,8 @@ def neighbours_build(rows: Interactions, *, per_product: int = PER_PRODUCT, shri
 def standardised(scores: np.ndarray) -> np.ndarray:
     """Each row minus its mean, over its deviation (a constant row becomes 0): float32.
 
-    Row by row, in float64: a row comes out the same bit for bit whether it is scored
-    alone (a request) or in a batch (the precompute), so both paths round alike.
+    Row by row, in float64: standardising adds no difference of its own between a row
+    scored alone (a request) and in a batch (the precompute).
     """
     scores = np.asarray(scores, dtype=np.float32)
     out = np.zeros(scores.shape, dtype=np.float32)

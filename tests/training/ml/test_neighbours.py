@@ -44,7 +44,7 @@ def test_similarity_is_shrunk_cosine_of_customer_sets_best_first_without_the_pro
 
 def test_a_product_keeps_only_its_best_neighbours():
     rows = planted_interactions(num_customers=80, num_products=30, per_customer=(4, 8), seed=1)
-    everything = neighbours_build(rows, per_product=30).matrix().toarray()
+    everything = neighbours_build(rows, per_product=30).matrix.toarray()
     kept = neighbours_build(rows, per_product=3)
 
     for product in range(30):
@@ -55,7 +55,7 @@ def test_a_product_keeps_only_its_best_neighbours():
 def test_scores_sum_each_history_products_neighbours_decayed_by_recency():
     rows = planted_interactions(num_customers=50, num_products=20, per_customer=(3, 6), seed=2)
     n = neighbours_build(rows)
-    similarity = n.matrix().toarray()
+    similarity = n.matrix.toarray()
 
     scores = n.scores([[4, 7, 1], []], decay=0.5)
 
