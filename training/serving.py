@@ -9,8 +9,11 @@ serving (or popular products, if there never was one).
 
 Once a model serves, that check runs in a background thread of the process: a request
 never waits for it (the catalog check scans the product table, ~5-20 ms at 100,000
-products, and loading a new version takes seconds). The first load, and every check
-when SERVING_REFRESH_SECONDS is 0 (tests), happen in the request.
+products, and loading a new version takes seconds). The thread checks every
+SERVING_REFRESH_SECONDS whether or not requests come, so a process that was idle
+answers its next request from the version promoted now, not from one rolled back
+while it was idle. The first load, and every check when SERVING_REFRESH_SECONDS is 0
+(tests), happen in the request.
 """
 
 from __future__ import annotations
@@ -136,7 +139,9 @@ class _ServingCache:
     def _refresh_forever(self, stop: threading.Event) -> None:
         try:
             while True:
-                self.due.wait()
+                # Also on its own, every SERVING_REFRESH_SECONDS: an idle process must not
+                # answer its next request from a version rolled back while nobody asked.
+                self.due.wait(timeout=max(settings.RECSITE_TRAINING["SERVING_REFRESH_SECONDS"], 0.01))
                 self.due.clear()
                 if stop.is_set():
                     return

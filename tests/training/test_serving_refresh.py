@@ -102,3 +102,23 @@ def test_reset_stops_the_background_check(make_version):
 
     assert not refresher.is_alive()
     assert serving._cache.served is None
+
+
+@pytest.mark.usefixtures("transactional_db", "every_50_ms")
+def test_an_idle_process_answers_its_next_request_from_the_version_promoted_while_it_was_idle(make_version):
+    Product.objects.bulk_create([Product(external_id=p) for p in PRODUCTS])
+    old = make_version(customer_ids=CUSTOMERS, product_ids=PRODUCTS, seed=1)
+    new = make_version(customer_ids=CUSTOMERS, product_ids=PRODUCTS, seed=2)
+    model_version_promote(version_id=old.pk, actor="test")
+    assert serving.served_model().version_id == old.pk
+    time.sleep(0.06)
+    serving.served_model()  # the background check is running from here on
+    assert _wait_for(lambda: serving._cache.refresher is not None and serving._cache.refresher.is_alive())
+
+    # Nobody asks while a new version is promoted; the process checks by itself.
+    model_version_promote(version_id=new.pk, actor="test")
+    promoted_at = time.monotonic()
+    assert _wait_for(lambda: serving._cache.checked_at > promoted_at)
+
+    # The first request after the idle spell gets the new version, not the one it last served.
+    assert serving.served_model().version_id == new.pk
