@@ -1,9 +1,11 @@
 from django.contrib import admin
 
+from engagement.admin import InRangeModelAdmin
+
 from .models import ModelPromotion, ModelVersion, TrainingRun
 
 
-class ReadOnlyAdmin(admin.ModelAdmin):
+class ReadOnlyAdmin(InRangeModelAdmin):
     """Runs, versions and promotions change only through their services (state rules, audit)."""
 
     def has_add_permission(self, request):
