@@ -11,6 +11,7 @@ The README has the table of every variable read here.
 
 import os
 import secrets
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -115,6 +116,7 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "django_htmx",
     "template_partials",
+    "axes",
     "engagement",
     "training",
     "dashboard",
@@ -132,6 +134,8 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    # Last, as django-axes asks: it answers a locked-out login with 429.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "recsite.urls"
@@ -203,6 +207,9 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
+# django-axes first: it refuses a locked-out username or address before ModelBackend
+# spends a PBKDF2 hash on the guess.
+AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "dashboard:overview"
 LOGOUT_REDIRECT_URL = "login"
@@ -245,6 +252,35 @@ if PRODUCTION:
         SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
     # /healthz and /readyz are probed over plain HTTP from inside the cluster.
     SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]
+
+# --- login lockout (django-axes: https://django-axes.readthedocs.io/en/latest/4_configuration.html) ---
+
+# Both login pages (/accounts/login/, /admin/login/) count failed logins per username and
+# per client address, separately: the 10th failure for either locks it for 15 minutes,
+# right password or not, and the page answers 429. Per username stops a guesser spread
+# over many addresses; per address stops one client guessing many usernames (and its
+# PBKDF2 load: a locked request costs a query, no hash). 10 leaves room for a person's typos; 15 minutes
+# holds a guesser to ~1,000 tries a day per account. The price: a guesser can keep one
+# username locked; `manage.py axes_reset_username NAME` (or axes_reset) lets it in again.
+AXES_FAILURE_LIMIT = env_int("RECSITE_LOGIN_FAILURE_LIMIT", 10)
+AXES_COOLOFF_TIME = timedelta(minutes=env_float("RECSITE_LOGIN_COOLOFF_MINUTES", 15.0))
+AXES_LOCKOUT_PARAMETERS = ["ip_address", "username"]
+# Failures are forgotten 15 minutes after the last one, never by a login: axes would
+# clear every failure of the address and of the username, so a guesser with an account
+# of their own could log into it every 9 guesses and never be locked.
+AXES_RESET_ON_SUCCESS = False
+# A try while locked is refused and not stored: axes appends each failure's form (password
+# masked) to its row, which a client hammering a lock would grow without end.
+AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
+# The database handler: shared by every web process in both modes, and still counting
+# while Redis is down (the production cache then answers a miss, which would let guesses through).
+AXES_HANDLER = "axes.handlers.database.AxesDatabaseHandler"
+# The client's address (recsite.middleware.client_ip): REMOTE_ADDR, or with n trusted
+# proxies in front (a load balancer that appends to X-Forwarded-For: set 1), the address
+# the outermost proxy saw. Without it, behind a proxy every client shares the proxy's
+# address, and one guesser locks everyone out.
+RECSITE_TRUSTED_PROXIES = env_int("RECSITE_TRUSTED_PROXIES", 0)
+AXES_CLIENT_IP_CALLABLE = "recsite.middleware.client_ip"
 
 # --- REST API ---
 
