@@ -15,6 +15,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
+from csp.constants import NONCE, NONE, SELF
 from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -117,6 +118,7 @@ INSTALLED_APPS = [
     "django_htmx",
     "template_partials",
     "axes",
+    "csp",
     "engagement",
     "training",
     "dashboard",
@@ -124,6 +126,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Content-Security-Policy on every answer, the 400 below included.
+    "csp.middleware.CSPMiddleware",
     # 400 for a NUL byte in the path or query, which PostgreSQL cannot store or compare.
     "recsite.middleware.RejectNulBytesMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -281,6 +285,29 @@ AXES_HANDLER = "axes.handlers.database.AxesDatabaseHandler"
 # address, and one guesser locks everyone out.
 RECSITE_TRUSTED_PROXIES = env_int("RECSITE_TRUSTED_PROXIES", 0)
 AXES_CLIENT_IP_CALLABLE = "recsite.middleware.client_ip"
+
+# --- Content-Security-Policy (django-csp: https://django-csp.readthedocs.io/en/latest/configuration.html) ---
+
+# Only this site's own files run or style a page: no inline script, style element or
+# style attribute, no eval, no plugin, no framing, no <base>, forms post only here. The
+# dashboard, login and admin need nothing more (tests/security/test_csp*.py check each in
+# Chromium); htmx's own indicator style is turned off in templates/base.html (recsite.css
+# has those rules). data: images: Pico's and Swagger UI's icons are SVG data URLs in
+# their CSS. NONCE is added to the header only on a page whose template uses
+# request.csp_nonce: the API docs, whose Swagger UI page has an inline script and style
+# (templates/drf_spectacular/swagger_ui.html).
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [SELF],
+        "script-src": [SELF, NONCE],
+        "style-src": [SELF, NONCE],
+        "img-src": [SELF, "data:"],
+        "object-src": [NONE],
+        "base-uri": [NONE],
+        "frame-ancestors": [NONE],
+        "form-action": [SELF],
+    }
+}
 
 # --- REST API ---
 
