@@ -263,9 +263,10 @@ if PRODUCTION:
 # per client address, separately: the 10th failure for either locks it for 15 minutes,
 # right password or not, and the page answers 429. Per username stops a guesser spread
 # over many addresses; per address stops one client guessing many usernames (and its
-# PBKDF2 load: a locked request costs a query, no hash). 10 leaves room for a person's typos; 15 minutes
-# holds a guesser to ~1,000 tries a day per account. The price: a guesser can keep one
-# username locked; `manage.py axes_reset_username NAME` (or axes_reset) lets it in again.
+# PBKDF2 load: a locked request costs a query, no hash). 10 leaves room for a person's
+# typos; 15 minutes holds a guesser to ~1,000 tries a day per account. The price: a
+# guesser can keep one username locked; `manage.py axes_reset_username NAME` (or
+# axes_reset) lets it in again.
 AXES_FAILURE_LIMIT = env_int("RECSITE_LOGIN_FAILURE_LIMIT", 10)
 AXES_COOLOFF_TIME = timedelta(minutes=env_float("RECSITE_LOGIN_COOLOFF_MINUTES", 15.0))
 AXES_LOCKOUT_PARAMETERS = ["ip_address", "username"]
