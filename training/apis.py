@@ -12,7 +12,6 @@ from drf_spectacular.utils import (
     extend_schema_serializer,
     inline_serializer,
 )
-from kombu.exceptions import OperationalError as KombuOperationalError
 from rest_framework import serializers, status
 from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
@@ -21,9 +20,11 @@ from rest_framework.views import APIView
 from engagement.apis import StrictBooleanField, StrictInputSerializer, StrictIntegerField
 from engagement.models import Product, ShopApiKey
 from engagement.permissions import CanReadTraining, CanRecommend, IsRecsysAdmin
+from recsite.exceptions import RETRY_AFTER_SECONDS
 
 from .models import ModelVersion, TrainingRun
 from .services import (
+    BrokerUnavailable,
     PromotionRefused,
     TrainingOptionsInvalid,
     model_version_promote,
@@ -284,7 +285,8 @@ class TrainingRunListApi(APIView):
             201: TrainingRunOutputSerializer,
             409: OpenApiResponse(TrainingRunOutputSerializer, description="A run is already in flight: that run."),
             400: OpenApiResponse(description="Unknown or ill-typed options."),
-            503: OpenApiResponse(description="The task broker cannot be reached; nothing was started."),
+            503: OpenApiResponse(description="The task broker cannot be reached: the run was recorded as failed "
+                                 "and nothing trains; try again after Retry-After seconds."),
         },
         description="Start a retrain (admin). Options override settings.RECSITE_TRAINING for this run: "
         "epochs, batch_size, lr, weight_decay, negatives_per_positive, patience, seed, "
@@ -298,13 +300,15 @@ class TrainingRunListApi(APIView):
             run, created = training_run_start(triggered_by=actor_of(request), options=options)
         except TrainingOptionsInvalid as exc:
             raise ValidationError({"options": [str(exc)]}) from exc
-        except (KombuOperationalError, ConnectionError, OSError) as exc:
-            # The broker is unreachable: the run was failed at once, say so.
+        except BrokerUnavailable as exc:
+            # The run was failed at once (its row says why); the client may try again
+            # shortly. The broker's address stays in the run's error, not the answer.
             return Response(
-                {"detail": f"The task broker cannot be reached: {exc}"},
+                {"detail": f"The task broker cannot be reached: training run {exc.run_id} was not started. "
+                 "Try again later."},
                 status=status.HTTP_503_SERVICE_UNAVAILABLE,
-                headers={"Retry-After": "5"},
-            )
+                headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+            )  # fmt: skip
         run = TrainingRun.objects.with_version().get(pk=run.pk)
         return Response(
             TrainingRunOutputSerializer(run).data, status=status.HTTP_201_CREATED if created else status.HTTP_409_CONFLICT

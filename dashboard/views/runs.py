@@ -2,7 +2,8 @@
 
 The actions follow the API's rules (training/apis.py): admins only, checked here; a run
 already in flight is returned rather than a second one started; a broker that cannot be
-reached fails the run and says so; PromotionRefused is shown as an error message.
+reached fails the run and says so (503, the confirm page again); PromotionRefused is
+shown as an error message.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import HttpResponseClientRedirect, HttpResponseStopPolling
-from kombu.exceptions import OperationalError as KombuOperationalError
 
 from dashboard.access import actor_of, admin_required, reader_required
 from dashboard.selectors.runs import (
@@ -30,8 +30,10 @@ from dashboard.selectors.runs import (
     serving_version,
     version_of,
 )
+from recsite.exceptions import RETRY_AFTER_SECONDS
 from training.models import ModelVersion, TrainingRun
 from training.services import (
+    BrokerUnavailable,
     PromotionRefused,
     model_version_promote,
     model_version_rollback,
@@ -70,29 +72,43 @@ def run_list(request: HttpRequest) -> HttpResponse:
     return render(request, "dashboard/run_list.html", context)
 
 
+def _retrain_confirm(request: HttpRequest, *, status: int = 200) -> HttpResponse:
+    """The confirm page; 503 (with Retry-After) after a start the broker refused, its message shown."""
+    conf = settings.RECSITE_TRAINING
+    context = {
+        "nav": "runs",
+        "in_flight": run_in_flight(),
+        "epochs": conf["EPOCHS"],
+        "search_seconds": int(conf["SEARCH_SECONDS"]),
+        "search_every_days": conf["SEARCH_EVERY_DAYS"],
+    }
+    response = render(request, "dashboard/run_retrain.html", context, status=status)
+    if status == 503:
+        response["Retry-After"] = str(RETRY_AFTER_SECONDS)
+    return response
+
+
 @require_http_methods(["GET", "POST"])
 @admin_required
 def run_retrain(request: HttpRequest) -> HttpResponse:
     """Confirm (GET), then start a run (POST, single flight) and go to it, or to the one already in flight."""
     if request.method == "GET":
-        conf = settings.RECSITE_TRAINING
-        context = {
-            "nav": "runs",
-            "in_flight": run_in_flight(),
-            "epochs": conf["EPOCHS"],
-            "search_seconds": int(conf["SEARCH_SECONDS"]),
-            "search_every_days": conf["SEARCH_EVERY_DAYS"],
-        }
-        return render(request, "dashboard/run_retrain.html", context)
+        return _retrain_confirm(request)
     # The box asks for the settings search now; unticked, the schedule decides (runs._base_options).
     options = {"search": True} if request.POST.get("search") == "on" else {}
     try:
         run, created = training_run_start(triggered_by=actor_of(request), options=options)
-    except (KombuOperationalError, ConnectionError, OSError) as exc:
+    except BrokerUnavailable as exc:
         # Raised by the enqueue once the run's row is committed: the service has failed
-        # the run already, so the single-flight slot is free again.
-        messages.error(request, f"Nothing is training: the task broker cannot be reached ({exc}). Try again later.")
-        return _go(request, reverse("dashboard:run_list"))
+        # the run already, so the single-flight slot is free and the button works again.
+        messages.error(
+            request, f"Nothing is training: the task broker cannot be reached, so training run {exc.run_id} was "
+            "not started. Try again in a minute.",
+        )  # fmt: skip
+        if request.htmx:
+            # htmx swaps no 5xx answer: reload the confirm page, which shows the message.
+            return HttpResponse(status=503, headers={"HX-Refresh": "true", "Retry-After": str(RETRY_AFTER_SECONDS)})
+        return _retrain_confirm(request, status=503)
     if created:
         messages.success(request, f"Training run {run.pk} is queued.")
     else:

@@ -4,6 +4,7 @@ from .dataset import TrainingData, channel_targets, training_data_load
 from training.ml.evaluation import GateDecision, gate_decide
 from .options import TrainingOptionsInvalid, training_options_validate
 from .runs import (
+    BrokerUnavailable,
     training_run_cancel,
     training_run_execute,
     training_run_in_flight,
@@ -19,6 +20,7 @@ from .versions import (
 )
 
 __all__ = [
+    "BrokerUnavailable",
     "GateDecision",
     "PromotionRefused",
     "TrainingData",

@@ -66,17 +66,36 @@ def training_run_start(
     raise RuntimeError("Could not start a training run: the single-flight slot kept changing hands.")
 
 
+class BrokerUnavailable(Exception):
+    """The run's task could not be sent: the broker cannot be reached. The run was failed; try again later."""
+
+    def __init__(self, run_id: int, reason: str) -> None:
+        super().__init__(f"Training run {run_id} was not started: the task broker cannot be reached ({reason}).")
+        self.run_id = run_id
+
+
 def _enqueue(run: TrainingRun) -> None:
     try:
         # The task id was stored with the run, so no write follows the send (one that
         # did could land after a fast worker's claim and overwrite it).
         queue.retrain_send(run.pk, task_id=run.task_id)
     except Exception as exc:
-        # The broker is down: free the single-flight slot now rather than after the
-        # queued timeout, and let the caller answer 503.
+        # Failed at once, not left queued: the run holds the single-flight slot, and the
+        # sweeper would free it only after QUEUED_TIMEOUT_SECONDS (each Retrain until
+        # then would get this run back, which will never run). Nor deleted: the row
+        # says who asked, when, and why nothing trained. Conditional on queued, so a
+        # message that went out after all finds the run failed and does nothing.
+        unreachable = queue.broker_unreachable(exc)
+        reason = f"{type(exc).__name__}: {exc}".strip()[:500]
+        error = (
+            f"Could not reach the task broker ({reason}). Start the run again once it is back."
+            if unreachable else f"Could not send its task ({reason})."
+        )  # fmt: skip
         TrainingRun.objects.filter(pk=run.pk, status=Status.QUEUED).update(
-            status=Status.FAILED, finished_at=timezone.now(), error=f"Could not reach the task broker: {exc}"
+            status=Status.FAILED, finished_at=timezone.now(), error=error
         )
+        if unreachable:
+            raise BrokerUnavailable(run.pk, reason) from exc
         raise
 
 
