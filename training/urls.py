@@ -1,12 +1,14 @@
 from django.urls import path
 
+from engagement import converters  # noqa: F401 (registers <external_id:>)
+
 from . import apis
 
 app_name = "training"
 
 urlpatterns = [
-    path("recommendations/<str:customer>/", apis.RecommendationListApi.as_view(), name="recommendations"),
-    path("products/<str:product>/similar/", apis.ProductSimilarApi.as_view(), name="product-similar"),
+    path("recommendations/<external_id:customer>/", apis.RecommendationListApi.as_view(), name="recommendations"),
+    path("products/<external_id:product>/similar/", apis.ProductSimilarApi.as_view(), name="product-similar"),
     path("training-runs/", apis.TrainingRunListApi.as_view(), name="training-runs"),
     path("training-runs/<int:run_id>/", apis.TrainingRunDetailApi.as_view(), name="training-run"),
     path("training-runs/<int:run_id>/cancel/", apis.TrainingRunCancelApi.as_view(), name="training-run-cancel"),
