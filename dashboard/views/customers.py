@@ -5,6 +5,7 @@ from django.shortcuts import get_object_or_404, render
 from django.urls import path
 from django.views.decorators.http import require_GET
 
+from dashboard import converters  # noqa: F401 (registers <dashboard_id:>)
 from dashboard.access import reader_required
 from dashboard.selectors.customers import (
     HISTORY_DEFAULT_SORT,
@@ -65,6 +66,6 @@ def customer_detail(request, customer: str):
 
 urlpatterns = [
     path("customers/", customer_list, name="customer_list"),
-    # <path:>, not <str:>: the shop's ids may hold a "/" (found by search, so linked).
-    path("customers/<path:customer>/", customer_detail, name="customer_detail"),
+    # The shop's ids may hold a "/" or be "..": dashboard/converters.py writes and reads them.
+    path("customers/<dashboard_id:customer>/", customer_detail, name="customer_detail"),
 ]

@@ -4,6 +4,7 @@ from django.shortcuts import get_object_or_404, render
 from django.urls import path
 from django.views.decorators.http import require_GET
 
+from dashboard import converters  # noqa: F401 (registers <dashboard_product_id:>)
 from dashboard.access import reader_required
 from dashboard.charts import bar_chart, line_chart
 from dashboard.selectors.products import (
@@ -116,11 +117,13 @@ def product_similar(request, product: str):
     return render(request, "dashboard/product_detail.html", {**_product_context(product), **similar})
 
 
-# <path:>, not <str:>: the shop's ids may hold a "/", and one such id must not break
-# the ranking's links. The reach and similar routes come first, since a detail path would match them.
+# The shop's ids may hold a "/" or be "..": dashboard/converters.py writes and reads them.
+# The reach and similar routes come first, since a detail path would match them; the
+# converter writes a product id's last piece "reach" or "similar" as "~reach" so that
+# the detail link of product x/reach is not the reach panel of product x.
 urlpatterns = [
     path("products/", product_list, name="product_list"),
-    path("products/<path:product>/reach/", product_reach, name="product_reach"),
-    path("products/<path:product>/similar/", product_similar, name="product_similar"),
-    path("products/<path:product>/", product_detail, name="product_detail"),
+    path("products/<dashboard_product_id:product>/reach/", product_reach, name="product_reach"),
+    path("products/<dashboard_product_id:product>/similar/", product_similar, name="product_similar"),
+    path("products/<dashboard_product_id:product>/", product_detail, name="product_detail"),
 ]
