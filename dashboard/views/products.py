@@ -119,8 +119,8 @@ def product_similar(request, product: str):
 
 # The shop's ids may hold a "/" or be "..": dashboard/converters.py writes and reads them.
 # The reach and similar routes come first, since a detail path would match them; the
-# converter writes a product id's last piece "reach" or "similar" as "~reach" so that
-# the detail link of product x/reach is not the reach panel of product x.
+# converter writes a piece "reach" or "similar" of a product id as "~reach", so that the
+# detail link of product x/reach is not the reach panel of product x.
 urlpatterns = [
     path("products/", product_list, name="product_list"),
     path("products/<dashboard_product_id:product>/reach/", product_reach, name="product_reach"),
