@@ -35,6 +35,7 @@ from .services import (
 from .selectors import recommendations_get
 from .serving import MAX_K
 from .services.explain import REASONS, products_similar
+from .services.options import BOUNDS as OPTION_BOUNDS
 
 
 def actor_of(request) -> str:
@@ -214,15 +215,6 @@ class StrictNumberField(serializers.FloatField):
             self.fail("invalid")
 
 
-@extend_schema_field({"type": "number", "minimum": 0, "exclusiveMinimum": True})
-class PositiveNumberField(StrictNumberField):
-    def to_internal_value(self, data):
-        value = super().to_internal_value(data)
-        if value <= 0:
-            raise ValidationError("Must be greater than 0.")
-        return value
-
-
 @extend_schema_field({"type": "number", "minimum": 0, "maximum": 1, "exclusiveMaximum": True})
 class FractionBelowOneField(StrictNumberField):
     def to_internal_value(self, data):
@@ -232,30 +224,40 @@ class FractionBelowOneField(StrictNumberField):
         return value
 
 
+def bounded(field: type[serializers.Field], name: str, **kwargs) -> serializers.Field:
+    """An optional option field with the service's bounds (options.BOUNDS): checked, and in the schema."""
+    low, high = OPTION_BOUNDS[name]
+    return field(min_value=low, max_value=high, required=False, **kwargs)
+
+
 @extend_schema_serializer(component_name="TrainingOptions")
 class TrainingOptionsSerializer(StrictInputSerializer):
-    """Per-run overrides of settings.RECSITE_TRAINING (the service checks them again: the train command takes them too)."""
+    """Per-run overrides of settings.RECSITE_TRAINING (the service checks them again: the train command takes them too).
 
-    epochs = StrictIntegerField(min_value=1, required=False)
-    batch_size = StrictIntegerField(min_value=0, required=False, help_text="0: chosen from the training set's size.")
-    lr = PositiveNumberField(required=False)
-    weight_decay = StrictNumberField(min_value=0, required=False)
-    negatives_per_positive = StrictIntegerField(min_value=0, required=False)
-    patience = StrictIntegerField(min_value=1, required=False)
-    seed = StrictIntegerField(min_value=0, required=False)
-    max_validation_customers = StrictIntegerField(min_value=1, required=False)
-    embed_dim = StrictIntegerField(min_value=1, required=False)
+    Every number has a minimum and a maximum: what a run on this service can do in
+    reasonable time and memory (a value past one is answered 400, naming it).
+    """
+
+    epochs = bounded(StrictIntegerField, "epochs")
+    batch_size = bounded(StrictIntegerField, "batch_size", help_text="0: chosen from the training set's size.")
+    lr = bounded(StrictNumberField, "lr")
+    weight_decay = bounded(StrictNumberField, "weight_decay")
+    negatives_per_positive = bounded(StrictIntegerField, "negatives_per_positive")
+    patience = bounded(StrictIntegerField, "patience")
+    seed = bounded(StrictIntegerField, "seed")
+    max_validation_customers = bounded(StrictIntegerField, "max_validation_customers")
+    embed_dim = bounded(StrictIntegerField, "embed_dim")
     dropout = FractionBelowOneField(required=False)
     dot_branch = StrictBooleanField(required=False)
-    positive_floor = StrictNumberField(min_value=0, max_value=1, required=False)
-    embedding_l2 = StrictNumberField(min_value=0, required=False)
+    positive_floor = bounded(StrictNumberField, "positive_floor")
+    embedding_l2 = bounded(StrictNumberField, "embedding_l2")
     customer_vector = serializers.ChoiceField(choices=["id", "items", "items+id"], required=False)
-    history_length = StrictIntegerField(min_value=1, max_value=10_000, required=False)
-    history_decay = StrictNumberField(min_value=0.01, max_value=1, required=False)
+    history_length = bounded(StrictIntegerField, "history_length")
+    history_decay = bounded(StrictNumberField, "history_decay")
     tied_context = StrictBooleanField(required=False)
     loss = serializers.ChoiceField(choices=["bce", "softmax"], required=False)
-    softmax_negatives = StrictIntegerField(min_value=1, max_value=4096, required=False)
-    negative_exponent = StrictNumberField(min_value=0, max_value=2, required=False)
+    softmax_negatives = bounded(StrictIntegerField, "softmax_negatives")
+    negative_exponent = bounded(StrictNumberField, "negative_exponent")
     search = StrictBooleanField(
         required=False,
         help_text="true: search the training settings on this shop's validation split first; false: do not "
@@ -284,7 +286,7 @@ class TrainingRunListApi(APIView):
         responses={
             201: TrainingRunOutputSerializer,
             409: OpenApiResponse(TrainingRunOutputSerializer, description="A run is already in flight: that run."),
-            400: OpenApiResponse(description="Unknown or ill-typed options."),
+            400: OpenApiResponse(description="Unknown or ill-typed options, or a number past its bounds (the field is named)."),
             503: OpenApiResponse(description="The task broker cannot be reached: the run was recorded as failed "
                                  "and nothing trains; try again after Retry-After seconds."),
         },

@@ -137,6 +137,17 @@ class TrainingCancelled(Exception):
     """Raised by an ``on_progress`` callback to stop training; ``train`` lets it through."""
 
 
+class TrainingDiverged(ValueError):
+    """The training loss became NaN or infinite: the weights are lost, and no later epoch brings them back."""
+
+    def __init__(self, *, loss: float, epoch: int, step: int, lr: float) -> None:
+        super().__init__(
+            f"The loss diverged ({loss}) at epoch {epoch}, step {step}: training stopped. The step size is "
+            f"probably too large (lr {lr:g}); try a smaller lr."
+        )
+        self.loss, self.epoch, self.step = loss, epoch, step
+
+
 @dataclass
 class TrainResult:
     """The trained model (best epoch, on CPU, eval mode) and how training went."""
@@ -193,6 +204,7 @@ def train(
     runs and the last one is kept. ``on_progress`` is called after every step; raising
     ``TrainingCancelled`` in it stops training. Past ``deadline`` (``time.monotonic()``),
     no further epoch starts: the best epoch so far is kept (the settings search's budget).
+    A loss that becomes NaN or infinite raises ``TrainingDiverged``.
     """
     if (train.num_customers, train.num_products) != (model_config.num_customers, model_config.num_products):
         raise ValueError(
@@ -288,6 +300,10 @@ def train(
             if on_progress is not None:
                 done = min(step * pairs_per_step * channels_per_pair, count)
                 loss_value = float(loss_sum) / done
+                # Checked here, where the loss is read anyway (no extra device sync), and
+                # before it is reported: NaN is no JSON, and no database column takes it.
+                if not math.isfinite(loss_value):
+                    raise TrainingDiverged(loss=loss_value, epoch=epoch, step=step, lr=cfg.lr)
                 elapsed = fit_seconds + (time.perf_counter() - epoch_started)
                 seen = examples_seen + done
                 remaining = (count - done) + (cfg.epochs - epoch) * count
@@ -305,6 +321,8 @@ def train(
                     )
                 )
         epoch_loss = float(loss_sum) / count
+        if not math.isfinite(epoch_loss):  # without on_progress, once an epoch
+            raise TrainingDiverged(loss=epoch_loss, epoch=epoch, step=steps, lr=cfg.lr)
         fit_seconds += time.perf_counter() - epoch_started
         examples_seen += count
 

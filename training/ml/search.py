@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from training.ml.loop import TrainResult
+from training.ml.loop import TrainingDiverged, TrainResult
 
 # Variations tried after the base options, most useful first (docs/model.md "The search"
 # has the sweep they come from). Each is applied on top of the base options.
@@ -45,6 +45,7 @@ class Trial:
     best_epoch: int
     epochs_run: int
     seconds: float
+    diverged: bool = False  # its loss became NaN or infinite: not kept, whatever its score
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -53,6 +54,7 @@ class Trial:
             "best_epoch": self.best_epoch,
             "epochs_run": self.epochs_run,
             "seconds": round(self.seconds, 1),
+            "diverged": self.diverged,
         }
 
 
@@ -67,13 +69,17 @@ class SearchResult:
     seconds: float = 0.0
 
 
-def candidates(base: dict[str, Any], resolved: dict[str, Any]) -> list[dict[str, Any]]:
+def candidates(
+    base: dict[str, Any], resolved: dict[str, Any], bounds: dict[str, tuple[float, float]] | None = None
+) -> list[dict[str, Any]]:
     """The options to try: ``base`` first, then each variation of it that changes something.
 
     ``resolved`` holds the values ``base`` stands for (settings' defaults under the run's
-    options): a scale multiplies that value, and a variation that would change nothing
-    (``loss: bce`` when the loss is already bce) is left out.
+    options): a scale multiplies that value, held within ``bounds`` (name -> (low, high))
+    where given, and a variation that would change nothing (``loss: bce`` when the loss
+    is already bce, twice an embed_dim already at its cap) is left out.
     """
+    bounds = bounds or {}
     out = [dict(base)]
     for variation in VARIATIONS:
         options = dict(base)
@@ -82,6 +88,8 @@ def candidates(base: dict[str, Any], resolved: dict[str, Any]) -> list[dict[str,
             name = key.removesuffix("_scale")
             if key.endswith("_scale"):  # an integer setting (embed_dim) stays an integer
                 scaled = float(resolved[name]) * value
+                if name in bounds:
+                    scaled = min(max(scaled, bounds[name][0]), bounds[name][1])
                 options[name] = round(scaled) if isinstance(resolved[name], int) else scaled
             else:
                 options[name] = value
@@ -128,7 +136,17 @@ def search(
             skipped = [dict(o) for o in options[i:]]
             break
         trial_started = clock()
-        result = fit(candidate, None if i == 0 else started + budget_seconds)
+        try:
+            result = fit(candidate, None if i == 0 else started + budget_seconds)
+        except TrainingDiverged as exc:
+            if i == 0:  # the run's own options diverge: there is nothing to compare with
+                raise
+            # A variation (twice the lr) diverged: it loses, the search goes on.
+            trial = Trial(dict(candidate), -1.0, 0, exc.epoch, clock() - trial_started, diverged=True)
+            trials.append(trial)
+            if on_trial is not None:
+                on_trial(trial)
+            continue
         seconds = clock() - trial_started
         slowest = max(slowest, seconds)
         score = best_validation(result)

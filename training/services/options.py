@@ -48,6 +48,38 @@ OPTIONS: dict[str, tuple[type, str]] = {
 }
 
 
+# The largest (and smallest) value of each numeric option a run may ask for: what this
+# service runs in reasonable time and memory on the machine it was sized for (a few
+# cores, a few GB), checked by the API's serializer (and shown in its schema) and again
+# here for the train command. Issue 17, row 6: embed_dim 8192 took a worker from 0.6 to
+# 2.1 GB with a 40-minute epoch; lr 1e30 only diverged; a seed past 2**64 crashed torch.
+# Defaults (settings) sit well inside: embed_dim 32, epochs 20, lr 3e-3.
+BOUNDS: dict[str, tuple[float, float]] = {
+    "epochs": (1, 200),
+    "batch_size": (0, 65_536),  # 0: chosen from the training set's size
+    # Adam moves each weight by about lr a step: past 1 a run only diverges, below 1e-6 it learns nothing.
+    "lr": (1e-6, 1.0),
+    "weight_decay": (0.0, 1.0),
+    "embedding_l2": (0.0, 1.0),
+    # Examples per pair grow linearly with it (an epoch's time too).
+    "negatives_per_positive": (0, 50),
+    "patience": (1, 200),
+    # numpy takes seeds below 2**32 (the loop seeds it with seed % 2**32; torch crashed past 2**64).
+    "seed": (0, 2**32 - 1),
+    # Each validation customer ranks the whole catalogue after every epoch.
+    "max_validation_customers": (1, 20_000),
+    # Tables and Adam's state grow with it: 8x the default. The settings search tries
+    # twice a run's size, held to this cap too (pipeline passes BOUNDS to candidates).
+    "embed_dim": (1, 256),
+    "positive_floor": (0.0, 1.0),
+    # The fold reads this many products per customer, for every customer at once.
+    "history_length": (1, 1_000),
+    "history_decay": (0.01, 1.0),
+    "softmax_negatives": (1, 4096),
+    "negative_exponent": (0.0, 2.0),
+}
+
+
 class TrainingOptionsInvalid(ValueError):
     """Run options that are not known or not of the right type; the message names them."""
 
@@ -71,6 +103,12 @@ def training_options_validate(options: dict[str, Any]) -> dict[str, Any]:
         _configs(options, num_customers=1, num_products=1)
     except (TypeError, ValueError) as exc:
         raise TrainingOptionsInvalid(str(exc)) from exc
+    # The configs took the types; what they accept may still not run here.
+    for name, value in options.items():
+        if name in BOUNDS and not isinstance(value, bool):
+            low, high = BOUNDS[name]
+            if not low <= value <= high:
+                raise TrainingOptionsInvalid(f"{name} must be between {low!r} and {high!r}, got {value!r}.")
     return dict(options)
 
 

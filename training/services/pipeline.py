@@ -29,7 +29,7 @@ from training.models import ModelPromotion, ModelVersion, TrainingRun
 
 from .dataset import TrainingData, training_data_load
 from training.ml.evaluation import champion_score_fn, gate_decide, model_score_fn, popularity_score_fn
-from .options import _configs, base_options, resolved_options
+from .options import BOUNDS, _configs, base_options, resolved_options
 from .run_state import ProgressWriter, Status, run_finish
 from .versions import PromotionRefused, model_version_promote_verified, model_version_promoted, model_version_verify
 
@@ -94,7 +94,7 @@ def training_pipeline_run(run: TrainingRun, writer: ProgressWriter) -> None:
 
     search_record: dict[str, Any] | None = None
     if search_why:
-        tried = candidates(base, resolved_options(base, **sizes))
+        tried = candidates(base, resolved_options(base, **sizes), bounds=BOUNDS)
         trials["count"] = len(tried)
         writer.phase(f"searching settings ({len(tried)} candidates)")
         found = search(

@@ -7,6 +7,7 @@ who won, so a redelivered task, the sweeper and a cancel can race without harm.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -27,6 +28,17 @@ Status = TrainingRun.Status
 PROGRESS_MIN_INTERVAL_SECONDS = 1.0
 
 
+def finite_or_null(value: Any) -> Any:
+    """``value`` (dicts and lists of JSON values) with every NaN or infinity replaced by None."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: finite_or_null(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [finite_or_null(item) for item in value]
+    return value
+
+
 def run_claim(run_id: int, worker: str) -> bool:
     now = timezone.now()
     return bool(
@@ -40,6 +52,9 @@ def run_claim(run_id: int, worker: str) -> bool:
 def run_finish(run_id: int, *, status: str, **values: Any) -> bool:
     """End a running run; False if it is no longer running (swept, or ended elsewhere)."""
     values.setdefault("progress", {"phase": "finished"})
+    for name in ("progress", "history", "metrics"):  # JSON columns: no NaN (finite_or_null)
+        if name in values:
+            values[name] = finite_or_null(values[name])
     return bool(
         TrainingRun.objects.filter(pk=run_id, status=Status.RUNNING).update(
             status=status, finished_at=timezone.now(), **values
@@ -116,8 +131,11 @@ class ProgressWriter:
         if not force and now - self.last_write < PROGRESS_MIN_INTERVAL_SECONDS:
             return
         self.last_write = now
+        # The loop stops on a NaN loss before reporting it (TrainingDiverged); any other
+        # non-finite number is written as null: no JSON column takes NaN (SQLite's check
+        # constraint failed with an IntegrityError, PostgreSQL's jsonb refuses it).
         written = TrainingRun.objects.filter(
             pk=self.run_id, status=Status.RUNNING, cancel_requested_at__isnull=True
-        ).update(progress=progress, history=self.history, heartbeat_at=timezone.now())
+        ).update(progress=finite_or_null(progress), history=finite_or_null(self.history), heartbeat_at=timezone.now())
         if not written:  # cancel requested, or the sweeper already gave up on this run
             raise TrainingCancelled(f"Training run {self.run_id} was cancelled.")
