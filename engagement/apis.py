@@ -18,7 +18,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from .permissions import CanIngest, CanRecommend
-from .selectors import products_popular
+from .selectors import POPULAR_WINDOWS, products_popular
 from .services import EventIn, ProductIn, events_ingest, products_upsert
 
 
@@ -298,11 +298,12 @@ class PopularProductListApi(APIView):
 
     class InputSerializer(serializers.Serializer):
         k = serializers.IntegerField(min_value=1, max_value=100, default=10, help_text="How many products.")
-        days = serializers.IntegerField(
-            min_value=1,
-            max_value=3650,
+        days = serializers.ChoiceField(
+            choices=POPULAR_WINDOWS,
             required=False,
-            help_text="Count only customers active with a product in the last `days` days; default all time.",
+            help_text="Count only customers active with a product in the last `days` days "
+            f"(one of {', '.join(map(str, POPULAR_WINDOWS))}); default all time.",
+            error_messages={"invalid_choice": f"Must be one of {', '.join(map(str, POPULAR_WINDOWS))} (days)."},
         )
         category = serializers.CharField(
             max_length=settings.RECSITE_INGEST["MAX_ID_LENGTH"],

@@ -25,6 +25,10 @@ POPULAR_CACHE_DEPTH = 500
 # so one write retires every (days, category) entry at once. Any fresh value will do
 # (a clock reading), which also covers the key having been evicted.
 _VERSION_KEY = "popular:version"
+# The windows `days` may take through the API: each (days, category) is its own cached
+# aggregate, so an open range let one key make a new uncached 150-450 ms query per value.
+# They include the dashboard's product-page windows (7, 30, 90).
+POPULAR_WINDOWS = (1, 7, 30, 90, 365)
 
 
 @dataclass(frozen=True)

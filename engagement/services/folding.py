@@ -24,6 +24,7 @@ from django.utils import timezone
 
 from engagement.models import FOLD_WATERMARK, Engagement, EngagementWatermark, InteractionEvent, ProductDay
 from engagement.scoring import MAX_DECAY_HALF_LIVES, MAX_EXPONENT, SUM_FLOOR, EngagementWeights
+from engagement.selectors import popular_cache_clear
 
 from engagement.signals import engagement_folded
 
@@ -95,6 +96,9 @@ def engagement_fold(*, full: bool = False) -> FoldResult:
         customers_flagged=customers_flagged, after_event_id=low, full=full,
     )  # fmt: skip
     if events_folded:
+        # Popular rankings (and the dashboard's) as of this fold, not up to a cache period
+        # later: a shop's first fold must not leave the empty ranking cached for 60 s.
+        transaction.on_commit(popular_cache_clear)
         _announce(result)
     return result
 

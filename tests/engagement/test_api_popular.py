@@ -1,5 +1,6 @@
 """GET /api/v1/products/popular/: the most engaged active products, for the shop."""
 
+import uuid
 from datetime import timedelta
 from decimal import Decimal
 
@@ -8,6 +9,7 @@ from django.utils import timezone
 
 from engagement.models import Customer, Engagement, Product
 from engagement.selectors import popular_cache_clear
+from engagement.services import EventIn, engagement_fold, events_ingest
 
 URL = "/api/v1/products/popular/"
 
@@ -80,6 +82,8 @@ def test_an_empty_shop_gets_no_items(shop_client):
         ({"k": "abc"}, "k"),
         ({"days": 0}, "days"),
         ({"days": 3651}, "days"),
+        ({"days": 14}, "days"),
+        ({"days": "7.5"}, "days"),
         ({"category": "x" * 101}, "category"),
     ],
 )
@@ -92,3 +96,26 @@ def test_it_answers_400_with_the_field_for_a_bad_parameter(shop_client, params, 
 
 def test_it_answers_401_without_a_key(anonymous_client, db):
     assert anonymous_client.get(URL).status_code == 401
+
+
+def test_a_fold_that_adds_engagement_shows_in_the_popular_list_at_once(shop_client, django_capture_on_commit_callbacks):
+    assert shop_client.get(URL).json()["items"] == []  # the empty ranking is now cached
+    events_ingest(events=[
+        EventIn(event_id=uuid.uuid4(), customer="c1", product="p-new", hover_ms=0, dwell_ms=30_000, clicked=True,
+                occurred_at=timezone.now()),
+    ])  # fmt: skip
+
+    with django_capture_on_commit_callbacks(execute=True):
+        assert engagement_fold().events_folded == 1
+
+    assert [item["product"] for item in shop_client.get(URL).json()["items"]] == ["p-new"]
+
+
+def test_days_takes_one_of_the_windows_and_says_which(shop_client):
+    engage("c1", "p-a", "0.500", days_ago=20)
+
+    assert [i["product"] for i in shop_client.get(URL, {"days": 30}).json()["items"]] == ["p-a"]
+    assert shop_client.get(URL, {"days": 7}).json()["items"] == []
+    refused = shop_client.get(URL, {"days": 14})
+    assert refused.status_code == 400
+    assert refused.json() == {"days": ["Must be one of 1, 7, 30, 90, 365 (days)."]}
