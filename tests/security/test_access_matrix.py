@@ -44,8 +44,8 @@ API = [
     Endpoint("events/", "post", "/api/v1/events/", "ingest", 200, {"events": []}),
     Endpoint("products/", "put", "/api/v1/products/", "ingest", 200, []),
     Endpoint("products/popular/", "get", "/api/v1/products/popular/", "recommend", 200),
-    Endpoint("recommendations/<str:customer>/", "get", "/api/v1/recommendations/c-1/", "recommend", 200),
-    Endpoint("products/<str:product>/similar/", "get", "/api/v1/products/p-1/similar/", "recommend", None),
+    Endpoint("recommendations/<external_id:customer>/", "get", "/api/v1/recommendations/c-1/", "recommend", 200),
+    Endpoint("products/<external_id:product>/similar/", "get", "/api/v1/products/p-1/similar/", "recommend", None),
     Endpoint("training-runs/", "get", "/api/v1/training-runs/", "read", 200),
     # An unknown option: 400 once allowed, and nothing is started.
     Endpoint("training-runs/", "post", "/api/v1/training-runs/", "admin", 400, {"options": {"no_such": 1}}),

@@ -81,9 +81,9 @@ def test_the_api_and_the_run_page_show_the_configurations_tried(small_shop, sear
     body = admin_client.get(f"/api/v1/training-runs/{run.pk}/").json()
     assert body["metrics"]["search"]["tried"] == run.metrics["search"]["tried"]
 
-    User.objects.create_user("boss", password="x", is_staff=True)
     client = Client()
-    client.login(username="boss", password="x")
+    # force_login: django-axes' backend needs the request that Client.login() does not pass.
+    client.force_login(User.objects.create_user("boss", password="x", is_staff=True))
     page = client.get(reverse("dashboard:run_detail", args=[run.pk])).content.decode()
     assert 'id="run-search"' in page
     assert page.count("<tr") - page.count("<thead><tr") >= len(run.metrics["search"]["tried"])
