@@ -78,7 +78,8 @@ def test_a_run_whose_worker_is_killed_is_swept_as_failed_and_frees_the_slot(sett
     )  # fmt: skip
     try:
         run, _ = training_run_start(
-            triggered_by="test", options={"epochs": 1000, "patience": 1000}, enqueue=False
+            # The options' upper bounds: long enough to be killed mid-training.
+            triggered_by="test", options={"epochs": 200, "patience": 200}, enqueue=False
         )
         retrain.apply_async(args=[run.pk], queue=queue)
 
