@@ -32,6 +32,7 @@ from tests.faults.conftest import (
 from tests.training.conftest import seed_small_shop
 from training.models import ModelVersion, TrainingRun
 from training.services import model_version_promote, training_run_start, training_runs_sweep
+from training.services.options import BOUNDS
 from training.artifacts import RUN_ARTIFACT as _RUN_ARTIFACT
 from training.tasks import retrain
 
@@ -40,7 +41,8 @@ STALE_SECONDS = 2.0
 HEARTBEAT_SECONDS = 0.5
 VISIBILITY_TIMEOUT_SECONDS = 2
 FAILED_WITHIN_SECONDS = 120  # the issue's bound
-TRAIN_FOREVER = {"epochs": 1000, "patience": 1000}
+# As long as a run may ask for: the options' upper bounds.
+TRAIN_FOREVER = {"epochs": BOUNDS["epochs"][1], "patience": BOUNDS["patience"][1]}
 
 
 def wait_for(condition, *, timeout: float, what: str, log_path: Path) -> float:
