@@ -3,9 +3,9 @@
 `make run` calls this with the project's virtual environment. Steps: check that the
 port and the var folder are free, migrate, collectstatic, seed a demo shop when the
 database is empty, make sure the admin user and a demo API key exist, then start
-gunicorn, a Celery worker and Celery beat, and supervise them until Ctrl-C or SIGTERM:
-a worker or beat that dies is started again (with a back-off, at most
-RESTART_LIMIT times a minute) while the web server keeps answering.
+the web server (waitress), a Celery worker and Celery beat, and supervise them until
+Ctrl-C or SIGTERM: any of them that dies is started again (with a back-off, at most
+RESTART_LIMIT times a minute) while the others keep running.
 
 `make reset-demo` calls it with --reset-demo: delete the var folder (database, models,
 secret key) after asking, so that the next `make run` seeds a new demo shop.
@@ -40,14 +40,20 @@ PRIVATE_UMASK = 0o077
 # Held by a running `make run` for its whole life: a second one on the same folder
 # would migrate, fold and train on the same database.
 LOCK_NAME = "run_embedded.lock"
-# A worker or beat that dies is started again after 1, 2, 4, 8, 16 s; a sixth death
-# within a minute is a crash loop that restarting will not cure: stop and say so.
+# A process that dies is started again after 1, 2, 4, 8, 16 s; a sixth death within a
+# minute is a crash loop that restarting will not cure: stop and say so.
 RESTART_BACKOFF_SECONDS = (1, 2, 4, 8, 16)
 RESTART_LIMIT = len(RESTART_BACKOFF_SECONDS)
 RESTART_WINDOW_SECONDS = 60
-# gunicorn's master already restarts its own workers; if the master itself exits the
-# site is down for a reason a restart won't fix (port taken, import error): stop all.
-RESTARTABLE = ("worker", "beat")
+# The web server is one process (waitress: threads, no master to restart it); a port
+# taken or an import error makes it a crash loop, which ends the run as above.
+RESTARTABLE = ("web", "worker", "beat")
+# waitress reads each whole request (headers and body) in its event loop before a thread
+# runs it, and buffers the answer: a client trickling its request holds a connection, not
+# a thread (issue 17 row 4; tests/test_run_embedded.py). Up to CONNECTION_LIMIT of them;
+# poll() because select() cannot watch descriptors past 1024.
+WEB_THREADS = 4
+WEB_CONNECTION_LIMIT = 1000
 
 
 def log(message: str) -> None:
@@ -55,9 +61,9 @@ def log(message: str) -> None:
 
 
 def port_in_use(port: int) -> bool:
-    """Say whether 127.0.0.1:port is taken, by trying to bind it as gunicorn will."""
+    """Say whether 127.0.0.1:port is taken, by trying to bind it as the web server will."""
     with socket.socket() as sock:
-        # As gunicorn does: a port left in TIME_WAIT by our last run is free to take.
+        # As waitress does: a port left in TIME_WAIT by our last run is free to take.
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", port))
@@ -171,7 +177,7 @@ def has_exited(proc: subprocess.Popen) -> bool:
 
 def reap(proc: subprocess.Popen) -> int:
     """SIGKILL what is left of the child's process group, then reap it; return its exit code."""
-    # Also catches grandchildren (gunicorn or pool workers) whose parent died first.
+    # Also catches grandchildren (Celery pool workers) whose parent died first.
     try:
         os.killpg(proc.pid, signal.SIGKILL)
     except ProcessLookupError:
@@ -195,7 +201,7 @@ def stop_all(procs: dict[str, subprocess.Popen]) -> bool:
     """SIGTERM each child, wait, SIGKILL stragglers; True when none needed SIGKILL."""
     for proc in procs.values():
         if not has_exited(proc):
-            # To the leader only: gunicorn's master and Celery's main process stop their own
+            # To the leader only: Celery's main process stops its own
             # workers gracefully; signalling the whole group would cut that short.
             proc.send_signal(signal.SIGTERM)
     deadline = time.monotonic() + STOP_TIMEOUT_SECONDS
@@ -267,10 +273,8 @@ def run() -> int:
 
     py = sys.executable
     commands = {
-        # No control socket: its default path is shared by every gunicorn of this user,
-        # and nothing here uses it.
-        "web": [py, "-m", "gunicorn", "recsite.wsgi", "--bind", f"127.0.0.1:{port}", "--workers", "2",
-                "--graceful-timeout", str(STOP_TIMEOUT_SECONDS - 5), "--no-control-socket"],
+        "web": [py, "-m", "waitress", f"--listen=127.0.0.1:{port}", f"--threads={WEB_THREADS}",
+                f"--connection-limit={WEB_CONNECTION_LIMIT}", "--asyncore-use-poll", "recsite.wsgi:application"],
         # Gossip, mingle and event heartbeats talk to other workers; there are none. Celery
         # already skips gossip and mingle on the filesystem transport; the flags keep the
         # command right on Redis too, where mingle would delay start-up.
