@@ -328,6 +328,11 @@ REST_FRAMEWORK = {
     "EXCEPTION_HANDLER": "recsite.exceptions.api_exception_handler",
     "UNAUTHENTICATED_USER": None,
 }
+# Seconds a process trusts an API key it verified (engagement.authentication): a key
+# revoked elsewhere still works here for at most this long. 0: verify every request.
+RECSITE_API_KEY_CACHE_SECONDS = env_float("RECSITE_API_KEY_CACHE_SECONDS", 5.0)
+if not 0 <= RECSITE_API_KEY_CACHE_SECONDS <= 300:
+    raise ImproperlyConfigured(f"RECSITE_API_KEY_CACHE_SECONDS must be 0 to 300, got {RECSITE_API_KEY_CACHE_SECONDS}.")
 
 SPECTACULAR_SETTINGS = {
     "TITLE": "recsite API",
