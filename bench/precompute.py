@@ -18,8 +18,11 @@ customer and product (latency and throughput do not depend on the weights).
    a sample of customers, times both functions, then starts gunicorn on loopback (Redis
    as the cache) and runs wrk (``bench/wrk/recommendations.lua``: random, seeded
    customers, ``?k=10``) for ``--duration`` seconds against the precomputed lists, with
-   1 connection (latency) and ``--throughput-connections`` (throughput); then clears the
-   lists and runs the same two against the same server: computed on the fly.
+   1 connection (latency) and ``--throughput-connections`` (throughput), then 1 connection
+   against the reference, a minimal DRF view with the same authentication, permission and
+   throttle (``bench/bench_site/urls.py``, served by the same gunicorn: issue 15's target
+   is cached p50 <= 1.5x its p50); then clears the lists and runs the same two against
+   the same server: computed on the fly.
 
 Needs PostgreSQL, Redis and wrk (``/usr/bin/wrk``; ``apt-get install wrk``). Writes
 bench/results/precompute.json; exits non-zero on a failed request or a wrong answer.
@@ -48,7 +51,10 @@ from _server import drop_database, fresh_scratch, recreate_database, wait_until_
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRATCH = ROOT / "var" / "bench-precompute"
-WRK_SCRIPT = ROOT / "bench" / "wrk" / "recommendations.lua"
+BENCH = ROOT / "bench"
+WRK_SCRIPT = BENCH / "wrk" / "recommendations.lua"
+RECOMMENDATIONS = "/api/v1/recommendations/"
+MINIMAL = "/bench/minimal/"  # bench_site's reference view: the same auth, permission and throttle, no work
 CATEGORIES = 20
 K = 10
 GUNICORN_WORKERS = 2  # one per core, as bench/serving.py
@@ -281,11 +287,13 @@ def check_http(base: str, key: str, customers: int, samples: int, seed: int) -> 
     return wrong
 
 
-def run_wrk(base: str, key: str, *, customers: int, seconds: float, connections: int, seed: int) -> dict:
-    """Run wrk with the recommendations script; return its JSON line."""
+def run_wrk(
+    base: str, key: str, *, customers: int, seconds: float, connections: int, seed: int, prefix: str = RECOMMENDATIONS
+) -> dict:
+    """Run wrk with the recommendations script on ``prefix``; return its JSON line."""
     command = [
         "wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--latency", "-s", str(WRK_SCRIPT), base,
-        "--", "/api/v1/recommendations/", str(customers), str(seed), f"?k={K}",
+        "--", prefix, str(customers), str(seed), f"?k={K}",
     ]  # fmt: skip
     done = subprocess.run(
         command, capture_output=True, text=True, env={**os.environ, "RECSITE_BENCH_API_KEY": key}, timeout=seconds + 60
@@ -340,7 +348,9 @@ def main() -> None:
         "RECSITE_VAR_DIR": str(SCRATCH),
         "RECSITE_MODEL_DIR": str(SCRATCH / "models"),
         "LOG_LEVEL": "INFO",  # each gunicorn worker logs "Serving model version" once: the warm-up's sign
-        "DJANGO_SETTINGS_MODULE": "recsite.settings",
+        # recsite plus the minimal DRF view (bench/bench_site/urls.py), the cached path's reference.
+        "DJANGO_SETTINGS_MODULE": "bench_site.settings",
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(BENCH), str(ROOT), os.environ.get("PYTHONPATH", "")])),
     }
     python = sys.executable
     processes: list[subprocess.Popen] = []
@@ -412,6 +422,11 @@ def main() -> None:
                 wrk[f"{path}, {load}"] = run_wrk(
                     base, key, customers=args.customers, seconds=args.duration, connections=clients, seed=args.seed
                 ) | {"connections": clients}
+            if path == "cached":  # the reference, on the same server between the two
+                wrk["minimal, latency"] = run_wrk(
+                    base, key, customers=args.customers, seconds=args.duration, connections=1, seed=args.seed,
+                    prefix=MINIMAL,
+                ) | {"connections": 1}
         http_wrong += check_http(base, key, args.customers, 20, args.seed + 3)
         failed = False
     finally:
@@ -429,7 +444,7 @@ def main() -> None:
         shutil.rmtree(SCRATCH, ignore_errors=True)
 
     one, two = precompute[1], precompute[2]
-    cached, fly = wrk["cached, latency"], wrk["on_the_fly, latency"]
+    cached, fly, minimal = wrk["cached, latency"], wrk["on_the_fly, latency"], wrk["minimal, latency"]
     cached_busy, fly_busy = wrk["cached, throughput"], wrk["on_the_fly, throughput"]
     size = f"{args.customers:,} customers, {args.products:,} products"
     figures = [
@@ -443,6 +458,12 @@ def main() -> None:
             reference=Reference("computed on the fly, same server, lists cleared", fly["p50_ms"], "ms"),
             target=Target("<=", 2.0, "ms"),
             notes=f"wrk, gunicorn {GUNICORN_WORKERS} workers, loopback",
+        ),
+        Figure(
+            f"cached recommendations p50 vs the minimal view, k={K}, 1 connection ({size})", cached["p50_ms"], "ms",
+            reference=Reference("minimal DRF view, same server and run, p50", minimal["p50_ms"], "ms"),
+            target=Target("<=", 1.5, "", of="ratio"),
+            notes="issue 15: a cached answer costs at most half again the framework's floor (auth, throttle, DRF)",
         ),
         Figure(
             f"cached recommendations p99, k={K}, 1 connection ({size})", cached["p99_ms"], "ms",
@@ -477,6 +498,7 @@ def main() -> None:
     path = write_result("precompute", figures=figures, details=details, quick=args.quick)
     print(f"precompute: 1 worker {one['customers_per_second']} customers/s, 2 workers {two['customers_per_second']}")
     print(f"cached:     p50 {cached['p50_ms']} ms, p99 {cached['p99_ms']} ms, {cached['requests_per_second']} req/s")
+    print(f"minimal:    p50 {minimal['p50_ms']} ms, p99 {minimal['p99_ms']} ms (the reference view, same server)")
     print(f"on the fly: p50 {fly['p50_ms']} ms, p99 {fly['p99_ms']} ms, {fly['requests_per_second']} req/s")
     print(f"throughput ({args.throughput_connections} connections): cached {cached_busy['requests_per_second']} "
           f"req/s, on the fly {fly_busy['requests_per_second']} req/s")  # fmt: skip

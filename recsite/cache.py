@@ -15,7 +15,7 @@ import logging
 import time
 
 from django.core.cache.backends.base import DEFAULT_TIMEOUT
-from django.core.cache.backends.redis import RedisCache
+from django.core.cache.backends.redis import RedisCache, RedisCacheClient
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -30,12 +30,52 @@ RETRY_AFTER_SECONDS = 2.0
 SOCKET_OPTIONS = {"socket_connect_timeout": 0.5, "socket_timeout": 2.0}
 
 
+# KEYS[1] += ARGV[1] when it exists; nil (None) when it does not.
+INCR_IF_EXISTS = "if redis.call('EXISTS', KEYS[1]) == 1 then return redis.call('INCRBY', KEYS[1], ARGV[1]) end return false"
+
+
+class ReusingRedisCacheClient(RedisCacheClient):
+    """Django's client, keeping one redis.Redis per connection pool instead of building one per operation.
+
+    Django builds a ``redis.Redis`` for every get, set and incr; with redis-py 5 and
+    later that object's constructor alone was about 0.1 ms a call, two calls a cached
+    recommendation (the throttle's incr and the list's get), more than either's round
+    trip on loopback (bench/precompute.py profile, docs/precompute.md). redis-py's
+    client is thread-safe: it takes a connection from the pool for each command.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._clients = {}  # id(pool) -> redis.Redis over it
+
+    def get_client(self, key=None, *, write=False):
+        pool = self._get_connection_pool(write)
+        client = self._clients.get(id(pool))
+        if client is None:  # two threads may both build one: either serves
+            client = self._clients[id(pool)] = self._client(connection_pool=pool)
+        return client
+
+    def incr(self, key, delta):
+        """Django's incr in one round trip and atomic: add ``delta`` only if the key exists, else ValueError.
+
+        Django sends EXISTS, then INCRBY: two round trips for every API request's
+        throttle count, and a counter that expires between the two is created again by
+        INCRBY with no expiry at all. One Lua script does both steps at once.
+        """
+        client = self.get_client(key, write=True)
+        value = client.eval(INCR_IF_EXISTS, 1, key, delta)
+        if value is None:
+            raise ValueError(f"Key '{key}' not found.")
+        return value
+
+
 class DegradingRedisCache(RedisCache):
     """Django's RedisCache where an unreachable Redis is a miss on read and a no-op on write."""
 
     def __init__(self, server, params):
         params = {**params, "OPTIONS": {**SOCKET_OPTIONS, **params.get("OPTIONS", {})}}
         super().__init__(server, params)
+        self._class = ReusingRedisCacheClient
         self._skip_until = 0.0
 
     def _available(self) -> bool:

@@ -174,3 +174,28 @@ def test_a_deactivation_the_catalog_stamp_missed_is_still_never_recommended(shop
     body = shop_client.get(url("alice"), {"k": 3}).json()
 
     assert top not in {i["product"] for i in body["items"]} and len(body["items"]) == 3
+
+
+@pytest.mark.parametrize("explain", [False, True])
+def test_the_hand_built_body_is_what_the_output_serializer_gives(shop_client, promoted, explain):
+    """recommendations_payload skips the serializer for speed: the body must not change."""
+    from training.apis import RecommendationsOutputSerializer
+    from training.selectors import recommendations_get
+    from training.serving import Recommendations, RecommendedItem
+
+    answers = [
+        recommendations_get(customer="alice", k=5).recommendations,  # the model's, trained
+        recommendations_get(customer="nobody", k=5).recommendations,  # popular, model_version None
+        Recommendations("c", 7, "model", [RecommendedItem("p", 0.5, 1), RecommendedItem("q", -1.25, 2)], "folded"),
+        Recommendations("c", None, "popular", []),
+    ]
+    assert {a.strategy for a in answers} == {"model", "popular"}
+    from training.apis import recommendations_payload
+
+    for answer in answers:
+        built = recommendations_payload(answer)
+        assert built == RecommendationsOutputSerializer(answer).data
+        assert list(built) == list(RecommendationsOutputSerializer(answer).data), "the same key order"
+    body = shop_client.get(url("alice"), {"k": 5, "explain": explain}).json()
+    assert body["items"] and all(("because" in item) == explain for item in body["items"])
+    assert [item["product"] for item in body["items"]] == [i.product for i in answers[0].items]
