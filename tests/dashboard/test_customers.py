@@ -94,6 +94,23 @@ def test_an_unknown_customer_is_not_found(merchandiser_web):
     assert merchandiser_web.get(_detail("nobody")).status_code == 404
 
 
+@pytest.mark.parametrize("path", ["/dashboard/customers/nobody/", "/dashboard/products/nothing/", "/no-such-page/"])
+def test_a_not_found_page_has_the_dashboards_layout_and_ways_on(merchandiser_web, path):
+    """Issue 16: an unknown customer or product got Django's bare "Not Found" page."""
+    response = merchandiser_web.get(path)
+    assert response.status_code == 404
+    html = response.content.decode()
+    assert "<title>Not found · recsite</title>" in html
+    assert 'href="/dashboard/runs/"' in html and "Log out" in html, "the dashboard's navigation"
+    assert f"<code>{path}</code>" in html
+    assert 'href="/dashboard/customers/"' in html
+
+
+def test_an_api_path_that_matches_nothing_still_answers_json(shop_client):
+    response = shop_client.get("/api/v1/no-such-thing/")
+    assert response.status_code == 404 and response.json() == {"detail": "Not found."}
+
+
 # --- search ---
 
 
