@@ -132,3 +132,19 @@ def test_customer_search_finds_a_customer_whose_page_lists_recommendations(brows
     page.locator("#product-ranking tbody tr[data-product] a").first.click()
     page.wait_for_selector("#top-customers")
     screenshot(page, "product-page")
+
+
+@pytest.mark.usefixtures("transactional_db")
+@pytest.mark.parametrize("width", [1366, 390])
+def test_the_not_found_page_has_the_layout_and_no_sideways_scroll(browser_page, live_server, merchandiser_user, width):
+    """An unknown customer's page (issue 16): the dashboard's 404, readable on a desktop and a phone."""
+    page, base = browser_page, live_server.url
+    page.set_viewport_size({"width": width, "height": 800})
+    log_in(page, base, merchandiser_user.username, PASSWORD)
+    response = page.goto(f"{base}/dashboard/customers/nobody-at-all/")
+    assert response.status == 404
+    assert page.locator("h1").inner_text() == "Not found"
+    assert page.locator("nav a", has_text="Training runs").count() == 1
+    overflow = page.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth")
+    screenshot(page, f"not-found-{width}")
+    assert overflow <= 0, f"{overflow} px of sideways scrolling at {width} px"

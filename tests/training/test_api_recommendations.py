@@ -179,7 +179,7 @@ def test_a_deactivation_the_catalog_stamp_missed_is_still_never_recommended(shop
 @pytest.mark.parametrize("explain", [False, True])
 def test_the_hand_built_body_is_what_the_output_serializer_gives(shop_client, promoted, explain):
     """recommendations_payload skips the serializer for speed: the body must not change."""
-    from training.apis import RecommendationsOutputSerializer
+    from training.apis import RecommendationsOutputSerializer, recommendations_payload
     from training.selectors import recommendations_get
     from training.serving import Recommendations, RecommendedItem
 
@@ -190,8 +190,6 @@ def test_the_hand_built_body_is_what_the_output_serializer_gives(shop_client, pr
         Recommendations("c", None, "popular", []),
     ]
     assert {a.strategy for a in answers} == {"model", "popular"}
-    from training.apis import recommendations_payload
-
     for answer in answers:
         built = recommendations_payload(answer)
         assert built == RecommendationsOutputSerializer(answer).data
