@@ -87,7 +87,7 @@ from training.ml.data import Interactions, Split, index_ids, leave_last_out, pro
 from training.ml.loop import train  # noqa: E402
 from training.ml.metrics import evaluate_split  # noqa: E402
 from training.ml.neighbours import Blend, blend_choose, blended_score_fn, neighbours_build  # noqa: E402
-from training.ml.refit import refit  # noqa: E402
+from training.ml.refit import refit, refit_adds_enough  # noqa: E402
 from training.ml.scoring import CatalogScorer  # noqa: E402
 from training.ml.search import candidates, search  # noqa: E402
 from training.services.dataset import channel_targets  # noqa: E402
@@ -270,7 +270,10 @@ def fit_served(options: dict, outer: Split, inner: Split, channel_weights) -> tu
         chosen, _ = blend_choose(nn_score_fn(stopped.model, prior, channel_weights), inner,
                                  sampled_negatives=settings.RECSITE_TRAINING["SAMPLED_NEGATIVES"],
                                  seed=train_config.seed, max_customers=train_config.max_validation_customers)  # fmt: skip
-    if not train_config.refit:
+    if not train_config.refit or not refit_adds_enough(
+        train_rows=len(inner.train), all_rows=len(outer.train),
+        min_share=settings.RECSITE_TRAINING["REFIT_MIN_SHARE"],
+    ):  # fmt: skip
         return stopped, stopped, prior, False, chosen
     result, prior = refit(model_config=model_config, train_config=train_config, rows=outer.train,
                           epochs=stopped.best_epoch, channel_weights=channel_weights)  # fmt: skip

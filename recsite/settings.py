@@ -505,6 +505,10 @@ RECSITE_TRAINING = {
     # rows together for the best epoch's count, and serve that (training/ml/refit.py;
     # docs/model.md "The refit"). False: serve the early-stopped model (half the time).
     "REFIT": env_bool("RECSITE_TRAINING_REFIT", True),
+    # ...when the validation rows add at least this share of the rows early stopping
+    # trained on (0: always). At 1 row in 20 or fewer (customers with dozens of rows each,
+    # a ratings shop) the refit measured no gain and costs as much as training again.
+    "REFIT_MIN_SHARE": env_float("RECSITE_TRAINING_REFIT_MIN_SHARE", 0.05),
     # Blend products engaged with together into the served ranking, as much as the run's
     # validation split says helps (none where it does not: training/ml/neighbours.py;
     # docs/model.md "The neighbour blend"). False: the model's scores alone.

@@ -347,6 +347,18 @@ def test_an_ended_run_page_shows_curves_and_metrics_against_popularity_and_the_m
     assert '<span id="version-status" class="status status-promoted">promoted</span>' in page
 
 
+def test_the_run_page_says_why_a_run_was_not_refit(merchandiser_web):
+    metrics = _metrics(0.1512, 0.0874, champion=0.1433)
+    why = "the validation rows add 942 to 97,173 (under RECSITE_TRAINING_REFIT_MIN_SHARE, 0.05)"
+    metrics["training"] = {"seconds": 90.0, "best_epoch": 3, "epochs_run": 3, "stopped_early": False,
+                           "device": "cpu", "examples_per_second": 41000, "refit": {"skipped": why}}  # fmt: skip
+    run = _ended_run(metrics=metrics)
+
+    page = merchandiser_web.get(reverse("dashboard:run_detail", args=[run.pk])).text
+
+    assert f'<span id="run-refit">not refit: {why}</span>' in page and "then refit on" not in page
+
+
 @pytest.mark.parametrize(
     "status, error",
     [

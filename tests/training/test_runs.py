@@ -232,7 +232,9 @@ def test_the_promoted_model_is_compared_with_its_customers_folded_from_the_same_
     assert second.status == TrainingRun.Status.SUCCEEDED, second.error
 
 
-def test_the_served_model_is_refit_on_the_validation_rows_too_for_the_epochs_early_stopping_kept(small_shop):
+def test_the_served_model_is_refit_on_the_validation_rows_too_for_the_epochs_early_stopping_kept(small_shop, settings):
+    # The small shop's validation rows are few against its training rows: refit whatever they add.
+    settings.RECSITE_TRAINING = {**settings.RECSITE_TRAINING, "REFIT_MIN_SHARE": 0.0}
     refit_run = run_now()
     stopped_run = run_now({"refit": False, "seed": 1})
 
@@ -244,6 +246,18 @@ def test_the_served_model_is_refit_on_the_validation_rows_too_for_the_epochs_ear
     assert refit_run.model_version.config["train"]["refit"] is True
     assert stopped_run.metrics["training"]["refit"] is None
     assert stopped_run.model_version.config["train"]["refit"] is False
+
+
+def test_the_refit_is_skipped_where_the_validation_rows_add_too_little(small_shop, settings):
+    # A shop whose customers have dozens of rows each: one more row a customer is not
+    # worth training again (REFIT_MIN_SHARE); the early-stopped model is served.
+    settings.RECSITE_TRAINING = {**settings.RECSITE_TRAINING, "REFIT_MIN_SHARE": 10.0}
+    run = run_now()
+
+    assert run.status == TrainingRun.Status.SUCCEEDED, run.error
+    refit = run.metrics["training"]["refit"]
+    assert set(refit) == {"skipped"} and "RECSITE_TRAINING_REFIT_MIN_SHARE" in refit["skipped"]
+    assert run.model_version.config["train"]["refit"] is True  # asked for, and declined by the rule
 
 
 def test_a_run_chooses_its_neighbour_blend_on_validation_and_serves_what_it_chose(small_shop):

@@ -10,6 +10,10 @@ import torch
 from training.ml.data import Interactions
 from training.ml.model import RecommenderNN
 
+# Up to this many customer x product cells (64 MB of bools), SampledSoftmax keeps who engaged
+# with what as a dense table; above it, a sorted key list searched each step.
+DENSE_SEEN_CELLS = 1 << 26
+
 
 def embedding_penalty(
     model: RecommenderNN, customers: torch.Tensor, products: torch.Tensor, folded: list[torch.Tensor] | None = None
@@ -43,8 +47,14 @@ class SampledSoftmax:
         self.log_nq = torch.log(self.count * self.q)
         self.channel_weights = torch.as_tensor(list(channel_weights), dtype=torch.float32, device=device)
         self.stride = train.num_products
-        keys = np.unique(train.customer_idx * self.stride + train.product_idx)
-        self.seen = torch.as_tensor(keys, device=device)
+        if train.num_customers * train.num_products <= DENSE_SEEN_CELLS:
+            # A bool per customer x product: one gather a step instead of a binary search per key.
+            self.seen_dense = torch.zeros(train.num_customers, train.num_products, dtype=torch.bool, device=device)
+            self.seen_dense[torch.as_tensor(train.customer_idx), torch.as_tensor(train.product_idx)] = True
+        else:
+            self.seen_dense = None
+            keys = np.unique(train.customer_idx * self.stride + train.product_idx)
+            self.seen = torch.as_tensor(keys, device=device)
         self.generator = torch.Generator(device=device).manual_seed(seed)
 
     def loss(self, model, user, gmf_user, customers, products, targets, prior) -> tuple[torch.Tensor, torch.Tensor]:
@@ -53,9 +63,15 @@ class SampledSoftmax:
         positive = model.logits_for(user, gmf_user, products, channels, prior[products]) - self.log_nq[products]
         shared = model.shared_logits_for(user, gmf_user, channels, negatives, prior[negatives])
         shared = shared - self.log_nq[negatives][None, :]
-        keys = customers[:, None] * self.stride + negatives[None, :]
-        at = torch.searchsorted(self.seen, keys).clamp_max(len(self.seen) - 1)
-        shared = shared.masked_fill(self.seen[at] == keys, -torch.inf)
+        shared = shared.masked_fill(self._seen(customers, negatives), -torch.inf)
         log_p = torch.log_softmax(torch.cat([positive[:, None], shared], dim=1), dim=1)[:, 0]
         weight = targets.gather(1, channels[:, None]).squeeze(1)
         return -(weight * log_p).sum() / weight.sum().clamp_min(1e-6), negatives
+
+    def _seen(self, customers: torch.Tensor, products: torch.Tensor) -> torch.Tensor:
+        """[len(customers), len(products)]: True where the customer engaged with the product."""
+        if self.seen_dense is not None:
+            return self.seen_dense[customers[:, None], products[None, :]]
+        keys = customers[:, None] * self.stride + products[None, :]
+        at = torch.searchsorted(self.seen, keys).clamp_max(len(self.seen) - 1)
+        return self.seen[at] == keys

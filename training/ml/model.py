@@ -16,6 +16,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from training.ml.head import grid_head
+
 # Channel ids 0, 1, 2: "how strong will this customer's <channel> signal be on this product".
 CHANNELS = ("hover", "dwell", "click")
 
@@ -245,7 +247,7 @@ class RecommenderNN(nn.Module):
         w1 = self.fc1.weight
         rows = user @ w1[:, :d].t() + self.interaction_embed(interactions) @ w1[:, 2 * d : 3 * d].t() + self.fc1.bias
         columns = self.product_embed(products) @ w1[:, d : 2 * d].t() + prior.to(w1.dtype)[:, None] * w1[:, 3 * d]
-        logit = self._head(rows[:, None, :] + columns[None, :, :])  # [B, N]
+        logit = grid_head(self, rows, columns)  # [B, N]: _head(rows[:, None, :] + columns[None, :, :]), blockwise
         if self.config.dot_branch:
             logit = logit + (gmf_user * self.gmf_out.weight[0]) @ self.gmf_product_embed(products).t() + self.gmf_out.bias
         return logit

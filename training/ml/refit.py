@@ -8,6 +8,11 @@ chosen configuration once more, from the same seed, on the validation rows and t
 together, for as many epochs as early stopping kept (``TrainResult.best_epoch``), with
 the product prior of those rows. The test items stay unseen: the gate still measures a
 model that never trained on them. docs/model.md "The refit" has the measurements.
+
+The refit is worth its cost (as long again as early stopping) only where the validation
+rows are a real share of what is known: on a shop whose customers have dozens of rows
+each, one more row per customer moved nothing measurable (ml-100k, 1% more rows: NDCG@10
+0.0567 -> 0.0571, within the seeds' spread), so ``refit_adds_enough`` says to skip it.
 """
 
 from __future__ import annotations
@@ -20,6 +25,11 @@ import numpy as np
 from training.ml.data import Interactions, product_prior
 from training.ml.loop import Progress, TrainConfig, TrainResult, train
 from training.ml.model import RecommenderConfig
+
+
+def refit_adds_enough(*, train_rows: int, all_rows: int, min_share: float) -> bool:
+    """True when refitting on ``all_rows`` adds at least ``min_share`` x ``train_rows`` rows (0: always)."""
+    return all_rows - train_rows >= min_share * train_rows
 
 
 def refit(

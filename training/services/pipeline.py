@@ -22,7 +22,7 @@ from training.ml.data import leave_last_out, product_prior
 from training.ml.loop import TrainingCancelled, train
 from training.ml.metrics import evaluate_split
 from training.ml.neighbours import Blend, blend_choose, blended_score_fn, neighbours_build
-from training.ml.refit import refit
+from training.ml.refit import refit, refit_adds_enough
 from training.ml.scoring import CatalogScorer
 from training.ml.search import candidates, search
 from training.models import ModelPromotion, ModelVersion, TrainingRun
@@ -72,8 +72,11 @@ def training_pipeline_run(run: TrainingRun, writer: ProgressWriter) -> None:
         "train_rows": len(inner.train.customer_idx),
     }
     base, search_why = base_options(run)
-    # The progress bar: the refit (when on) fills its second half; search trials share the first.
-    training_share = 0.5 if _configs(base, **sizes)[1].refit else 1.0
+    # The refit (when on) trains again on the validation rows too, where they add enough.
+    refit_worth_it = refit_adds_enough(train_rows=len(inner.train), all_rows=len(outer.train),
+                                       min_share=conf["REFIT_MIN_SHARE"])  # fmt: skip
+    # The progress bar: the refit (when it runs) fills its second half; search trials share the first.
+    training_share = 0.5 if _configs(base, **sizes)[1].refit and refit_worth_it else 1.0
     trials = {"count": 1, "started": 0}
 
     def fit(options: dict[str, Any], deadline: float | None = None):
@@ -118,7 +121,11 @@ def training_pipeline_run(run: TrainingRun, writer: ProgressWriter) -> None:
         result = fit(chosen)
     model_config, train_config = _configs(chosen, **sizes)
     stopped, refit_record = result, None
-    if train_config.refit:
+    if train_config.refit and not refit_worth_it:
+        refit_record = {"skipped": f"the validation rows add {len(outer.train) - len(inner.train)} to "
+                                   f"{len(inner.train)} (under RECSITE_TRAINING_REFIT_MIN_SHARE, "
+                                   f"{conf['REFIT_MIN_SHARE']:g}): the early-stopped model is served"}  # fmt: skip
+    elif train_config.refit:
         # The validation items are a customer's newest engagement before the test item:
         # the served model trains on them too, for the epochs early stopping kept.
         writer.span = (training_share, 1.0)
@@ -164,7 +171,7 @@ def training_pipeline_run(run: TrainingRun, writer: ProgressWriter) -> None:
         "stopped_early": stopped.stopped_early,
         "device": result.device,
         "examples_per_second": round(result.examples_per_second),
-        "refit": refit_record,  # None: the early-stopped model is served (REFIT off)
+        "refit": refit_record,  # None (REFIT off) or {"skipped": why}: the early-stopped model is served
     }
     metrics["blend"] = blend_record  # None: NEIGHBOURS off; "chosen" None: the model alone ranks best
     decision = gate_decide(
