@@ -11,8 +11,9 @@ training step on one core, memory-bound, against 28% for every matrix product
 ``grid_head`` computes the same numbers block by block, a few rows at a time, so each
 block's [rows, N, 64] stays in the core's cache while it is added, rectified and
 multiplied. It keeps fc2's rectified output for the backward pass and recomputes the
-sum and its ReLU there (no matrix product is done twice, so FLOP counts stay those of
-the layers). Equal to the autograd version to float rounding, values and gradients
+sum and its ReLU there: no matrix product is done twice, and every one is an ``mm`` or
+``addmm`` (not ``addmm_`` or ``addmv``, which ``FlopCounterMode`` does not count), so the
+training benchmark's FLOP count is the same as autograd's. Equal to the autograd version to float rounding, values and gradients
 (tests/training/test_head.py).
 """
 
@@ -55,12 +56,12 @@ class _GridHead(torch.autograd.Function):
         count, n = rows.shape[0], columns.shape[0]
         step = _block_rows(columns)
         h2 = rows.new_empty(count * n, w2.shape[0])
-        logits = rows.new_empty(count * n)
+        logits = rows.new_empty(count * n, 1)
         for start in range(0, count, step):
             h1 = _rectified_sum(rows[start : start + step], columns)
             at = slice(start * n, start * n + h1.shape[0])
             torch.addmm(b2, h1, w2.t(), out=h2[at]).relu_()
-            torch.addmv(b3, h2[at], w3[0], out=logits[at])
+            torch.addmm(b3, h2[at], w3.t(), out=logits[at])
         ctx.save_for_backward(rows, columns, w2, w3, h2)
         return logits.view(count, n)
 
@@ -68,7 +69,7 @@ class _GridHead(torch.autograd.Function):
     def backward(ctx, grad):
         rows, columns, w2, w3, h2 = ctx.saved_tensors
         count, n = rows.shape[0], columns.shape[0]
-        grad = grad.reshape(-1)
+        grad = grad.reshape(-1, 1)
         d_rows = torch.empty_like(rows)
         d_columns = torch.zeros_like(columns)
         d_w2 = torch.zeros_like(w2)
@@ -78,10 +79,10 @@ class _GridHead(torch.autograd.Function):
         for start in range(0, count, step):
             h1 = _rectified_sum(rows[start : start + step], columns)
             at = slice(start * n, start * n + h1.shape[0])
-            d_w3[0].addmv_(h2[at].t(), grad[at])
-            d_h2 = _threshold_backward(torch.outer(grad[at], w3[0]), h2[at], 0)
+            d_w3 += grad[at].t() @ h2[at]
+            d_h2 = _threshold_backward(grad[at] @ w3, h2[at], 0)
             d_b2 += d_h2.sum(0)
-            d_w2.addmm_(d_h2.t(), h1)
+            d_w2 += d_h2.t() @ h1
             d_h1 = _threshold_backward(d_h2 @ w2, h1, 0).view(-1, n, columns.shape[1])
             d_rows[start : start + step] = d_h1.sum(1)
             d_columns += d_h1.sum(0)

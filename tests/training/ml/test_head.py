@@ -53,3 +53,17 @@ def test_grid_head_keeps_dropout_on_the_autograd_path():
     rows, columns = _leaves(model, 8, 10)
     value = grid_head(model, rows, columns)
     assert value.grad_fn is not None and "GridHead" not in type(value.grad_fn).__name__
+
+
+def test_grid_head_does_the_same_matrix_products_as_autograd():
+    # The training benchmark's FLOP count (FlopCounterMode) must not change with the blockwise head.
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model = RecommenderNN(RecommenderConfig(num_customers=4, num_products=6))
+    rows, columns = _leaves(model, 41, 129)
+    counted = []
+    for fn in (lambda: model._head(rows[:, None, :] + columns[None, :, :]), lambda: grid_head(model, rows, columns)):
+        with FlopCounterMode(display=False) as counter:
+            fn().sum().backward()
+        counted.append(counter.get_total_flops())
+    assert counted[0] == counted[1] > 0
