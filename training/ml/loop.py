@@ -379,7 +379,9 @@ def _optimizer(model: RecommenderNN, cfg: TrainConfig) -> torch.optim.Optimizer:
     table_ids = {id(p) for p in tables}
     dense = [p for p in model.parameters() if id(p) not in table_ids]
     groups = [{"params": dense}, {"params": tables, "lr": cfg.embedding_lr or cfg.lr}]
-    return torch.optim.Adam(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    # fused: one kernel over every parameter; the per-tensor step was 1.7 ms of a ~21 ms
+    # ml-100k step on one core, fused 0.5 ms (docs/model.md "Training speed").
+    return torch.optim.Adam(groups, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
 
 
 def _fold(model: RecommenderNN, past: History) -> RecommenderNN:
