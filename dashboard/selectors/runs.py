@@ -46,6 +46,10 @@ class RunProgress:
     loss: float | None
     validation_ndcg: float | None
     eta: str  # "" unless the run is training now
+    # While early stopping trains: the epoch it ends after unless validation improves
+    # (best epoch so far + patience, at most ``epochs``); None otherwise.
+    stops_after: int | None
+    best_epoch: int | None
     done: int  # steps done over all epochs, out of ``total``
     total: int
 
@@ -172,7 +176,11 @@ def run_progress(run: TrainingRun) -> RunProgress:
     eta_seconds = _float(progress.get("eta_seconds"))
     training_now = (run.status == TrainingRun.Status.RUNNING and eta_seconds is not None
                     and (phase == "training" or phase.startswith("refitting")))  # fmt: skip
+    best, patience = _int(progress.get("best_epoch")), _int(progress.get("patience"))
+    stops_after = min(best + patience, epochs) if training_now and best and patience and epochs else None
     return RunProgress(
+        stops_after=stops_after,
+        best_epoch=best if stops_after else None,
         phase=phase,
         epoch=epoch,
         epochs=epochs,

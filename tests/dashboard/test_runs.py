@@ -304,6 +304,25 @@ def test_the_run_page_shows_progress_epoch_loss_and_eta_while_running(merchandis
     assert '<span id="run-eta">1 min 15 s</span>' in page
 
 
+def test_while_early_stopping_trains_the_page_says_when_it_will_end(merchandiser_web):
+    # The bar counts every epoch the run may train; early stopping ends it sooner, and the
+    # bar jumps to the end: the page says after which epoch, unless validation improves.
+    progress = {"phase": "training", "epoch": 5, "epochs": 20, "step": 3, "steps": 10, "loss": 0.5,
+                "eta_seconds": 300.0, "validation_ndcg": 0.12, "best_epoch": 3, "patience": 3}  # fmt: skip
+    run = _running_run(progress=progress)
+    url = reverse("dashboard:run_detail", args=[run.pk])
+
+    page = merchandiser_web.get(url).text
+    TrainingRun.objects.filter(pk=run.pk).update(
+        progress={**progress, "phase": "refitting on every training row", "best_epoch": 0, "patience": 0}
+    )
+    refit_page = merchandiser_web.get(url).text
+
+    assert "Epoch 5 of at most 20, step 3 of 10" in page and '<span id="run-eta">at most 5 min 00 s</span>' in page
+    assert "training ends after epoch 6 unless validation NDCG@10 beats epoch 3" in page
+    assert "Epoch 5 of 20, step 3 of 10" in refit_page and "run-early-stop" not in refit_page
+
+
 def test_the_poll_gets_only_the_fragment_200_while_running_then_286_once_ended(merchandiser_web):
     run = _running_run()
     url = reverse("dashboard:run_detail", args=[run.pk])

@@ -131,6 +131,11 @@ class Progress:
     loss: float  # mean loss of this epoch's steps so far
     eta_seconds: float  # until the last epoch ends, if none stops early
     validation_ndcg: float | None  # the last finished epoch's full-ranking NDCG@10
+    # Early stopping: the epoch with the best validation so far (0: none validated yet) and
+    # how many epochs without a gain end training (0: no early stopping, every epoch runs).
+    # Training ends after epoch best_epoch + patience unless a later epoch beats it.
+    best_epoch: int = 0
+    patience: int = 0
 
 
 class TrainingCancelled(Exception):
@@ -318,6 +323,8 @@ def train(
                         loss=loss_value,
                         eta_seconds=eta,
                         validation_ndcg=last_ndcg,
+                        best_epoch=best_epoch if validate is not None else 0,
+                        patience=cfg.patience if validate is not None else 0,
                     )
                 )
         epoch_loss = float(loss_sum) / count

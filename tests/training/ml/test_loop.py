@@ -190,6 +190,8 @@ def test_it_reports_progress_after_every_step():
     assert seen[-1].validation_ndcg == result.history[0]["validation_ndcg@10"]
     assert seen[steps - 1].loss == pytest.approx(result.history[0]["loss"])
     assert seen[-1].eta_seconds < seen[0].eta_seconds
+    # Early stopping's state: nothing validated in epoch 1; in epoch 2, epoch 1 is the best so far.
+    assert (seen[0].best_epoch, seen[-1].best_epoch) == (0, 1) and seen[-1].patience == 3
 
 
 def test_it_lets_a_cancellation_from_the_progress_callback_through():
