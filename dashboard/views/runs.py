@@ -141,6 +141,7 @@ def run_detail(request: HttpRequest, run_id: int) -> HttpResponse:
         "may_act": request.roles.may_administer,
     }
     if request.htmx and not request.htmx.history_restore_request:
+        context["poll"] = True
         if run.is_in_flight:
             return render(request, "dashboard/run_detail.html#run-live", context)
         # The final state still swaps in; 286 tells htmx to stop polling.

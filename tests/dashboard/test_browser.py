@@ -73,6 +73,8 @@ def test_an_admin_retrains_and_watches_the_run_succeed_and_the_new_version_serve
     assert page.locator("#run-status").inner_text().strip() == "succeeded", (run.status, run.error)
     # htmx swapped the panel in place: the page was never reloaded.
     assert page.evaluate("() => window.__notReloaded === true")
+    # ...and the poll took away the "Training run N is queued." flash once the run had left the queue.
+    assert page.locator("#flashes .flash").count() == 0
     seen = page.evaluate("() => window.__progressSeen")
     # It moved forward, never back, and ended full.
     assert len(seen) >= 3 and seen == sorted(seen) and seen[-1] == 1, seen

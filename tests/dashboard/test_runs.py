@@ -323,6 +323,19 @@ def test_while_early_stopping_trains_the_page_says_when_it_will_end(merchandiser
     assert "Epoch 5 of 20, step 3 of 10" in refit_page and "run-early-stop" not in refit_page
 
 
+def test_the_queued_flash_stays_while_queued_and_the_poll_clears_it_once_the_run_has_moved_on(admin_web, sent):
+    landing = admin_web.post(reverse("dashboard:run_retrain"), follow=True)
+    run = TrainingRun.objects.get()
+    url = reverse("dashboard:run_detail", args=[run.pk])
+    clear = '<div id="flashes" hx-swap-oob="true"></div>'
+
+    assert f"Training run {run.pk} is queued." in landing.text and clear not in landing.text
+    assert clear not in admin_web.get(url, headers=HTMX).text  # still queued: it still says how things are
+    TrainingRun.objects.filter(pk=run.pk).update(status=TrainingRun.Status.RUNNING, started_at=timezone.now())
+    assert clear in admin_web.get(url, headers=HTMX).text
+    assert clear not in admin_web.get(url).text  # a whole page has its own (empty) flashes box
+
+
 def test_the_poll_gets_only_the_fragment_200_while_running_then_286_once_ended(merchandiser_web):
     run = _running_run()
     url = reverse("dashboard:run_detail", args=[run.pk])
