@@ -23,7 +23,7 @@ from training.serving import RecommendedItem, Recommendations, served_model
 from training.services import model_version_promote
 from training.services.dataset import training_data_load
 from training.services.options import _configs
-from training.services.explain import _training_rows, recommendations_explain, seconds_text
+from training.services.explain import _model_because, _training_rows, recommendations_explain, seconds_text
 from training.ml.explain_faithfulness import FoldInConfig, measure_faithfulness
 from training.ml.customers import customer_history
 from training.ml.explain_fold import measure_fold_faithfulness, removal_supports
@@ -137,6 +137,79 @@ def test_a_customer_with_only_zero_signal_rows_or_flagged_for_fraud_is_not_promi
         because = shop_client.get(url(customer), {"explain": "true"}).json()["items"][0]["because"]
         assert because["reason"] == "new_customer", customer
         assert "next training" not in because["sentence"] and "fraud" not in because["sentence"]
+
+
+def _categorise(categories: dict[str, str], others: tuple[str, str]) -> None:
+    """Give bob's products these categories, and the rest ``others`` in turn (p-4 the first, p-5 the second, ...)."""
+    for i, product in enumerate(PRODUCTS):
+        category = categories.get(product, others[i % 2])
+        # updated_at by hand: update() skips auto_now, and serving reads categories when the catalog's stamp moves.
+        Product.objects.filter(external_id=product).update(category=category, updated_at=timezone.now())
+
+
+def _explained_with_products(shop_client, make_version, customer_vector: str) -> list[dict]:
+    """Promote a seeded version, and return bob's explained model items that cite products."""
+    version = make_version(customer_ids=CUSTOMERS, product_ids=PRODUCTS, seed=3, customer_vector=customer_vector)
+    model_version_promote(version_id=version.pk, actor="test")
+    body = shop_client.get(url("bob"), {"k": 8, "explain": "true"}).json()
+    assert body["strategy"] == "model"
+    category = dict(Product.objects.values_list("external_id", "category"))
+    cited = [{**item, "category": category[item["product"]]} for item in body["items"] if item["because"]["products"]]
+    assert cited  # something to check: items the model explains with bob's products
+    return cited
+
+
+@pytest.mark.parametrize("customer_vector", ["id", "items"])  # the influence method, and removal from the fold
+def test_an_item_outside_the_supporting_products_categories_gets_no_taste_sentence(
+    shop_client, catalog, make_version, customer_vector
+):
+    _categorise({p: "shoes" for p in ("p-0", "p-1", "p-2", "p-3")}, others=("hats", "bags"))
+
+    for item in _explained_with_products(shop_client, make_version, customer_vector):
+        because = item["because"]
+        assert item["category"] in ("hats", "bags")
+        assert because["taste"] == ["shoes"]  # the API's field still lists the supporting products' categories
+        assert "shoes" not in because["sentence"] and "taste" not in because["sentence"], because["sentence"]
+        assert "It is in" not in because["sentence"]
+
+
+@pytest.mark.parametrize("customer_vector", ["id", "items"])
+def test_an_item_in_a_supporting_products_category_says_it_is_in_that_category(
+    shop_client, catalog, make_version, customer_vector
+):
+    _categorise({"p-0": "shoes", "p-1": "hats", "p-2": "shoes", "p-3": "hats"}, others=("shoes", "hats"))
+
+    explained = _explained_with_products(shop_client, make_version, customer_vector)
+
+    for item in explained:
+        because, own = item["because"], item["category"]
+        other = ({"shoes", "hats"} - {own}).pop()
+        assert because["taste"] == list(dict.fromkeys(p["category"] for p in because["products"]))
+        assert other not in because["sentence"], because["sentence"]  # only the item's own category is named
+        if own in because["taste"]:
+            assert because["sentence"].endswith("behind it.") and f" It is in {own}, like " in because["sentence"]
+        else:
+            assert "It is in" not in because["sentence"]
+    assert any(item["category"] in item["because"]["taste"] for item in explained)
+
+
+def test_the_taste_sentence_counts_the_products_behind_the_item_in_its_category():
+    rows = [
+        {"product__external_id": f"p-{i}", "product__name": f"Thing {i}", "product__category": category,
+         "hover_ms_total": 0, "dwell_ms_total": 0, "clicks": 1, "event_count": 1}
+        for i, category in enumerate(["shoes", "shoes", "hats", "shoes"])
+    ]  # fmt: skip
+
+    def sentence(positions: list[int], category: str) -> str:
+        drops = np.linspace(0.3, 0.1, len(positions))
+        return _model_because(rows, np.array(positions), drops, category=category).sentence
+
+    assert sentence([0], "shoes") == "Because you clicked Thing 0. It is in shoes, like the product behind it."
+    assert sentence([0, 1], "shoes").endswith(". It is in shoes, like both products behind it.")
+    assert sentence([0, 1, 3], "shoes").endswith(". It is in shoes, like all 3 products behind it.")
+    assert sentence([0, 2, 3], "hats").endswith(". It is in hats, like 1 of the 3 products behind it.")
+    assert sentence([0, 1], "hats") == "Because you clicked Thing 0 and clicked Thing 1."
+    assert sentence([0, 1], "") == "Because you clicked Thing 0 and clicked Thing 1."  # a product the catalog lacks
 
 
 def _promote_artifact(

@@ -4,10 +4,12 @@
 for reasons cannot change the answer. For a model item it cites the customer's engaged
 products whose removal would lower the item's score most (the influence on the
 customer's learnt vector, ``explain_space.supporting_products``), with their signals
-from the engagement table and their categories (the "taste"). Only rows the served
-model was trained on can be cited (``_training_rows``): not the products training held
-out for validation and testing, not rows that changed since it was trained. For a
-popular item it says why the customer got popular products.
+from the engagement table and their categories (the "taste"). The sentence says the
+item's own category only where it is one of those ("It is in shoes, like 2 of the 3
+products behind it."), and nothing about taste otherwise. Only rows the served model
+was trained on can be cited (``_training_rows``): not the products training held out
+for validation and testing, not rows that changed since it was trained. For a popular
+item it says why the customer got popular products.
 
 ``products_similar`` returns a product's nearest active products in the model's product
 space (``explain_space.nearest_products``).
@@ -83,7 +85,9 @@ class Because:
     reason: str  # one of REASONS
     sentence: str
     products: list[SupportingProduct] = field(default_factory=list)
-    taste: list[str] = field(default_factory=list)  # the supporting products' categories, most supporting first
+    # The supporting products' categories, most supporting first (not the item's: the
+    # sentence says the item's category only when it is one of these).
+    taste: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -122,6 +126,7 @@ def recommendations_explain(recommendations: Recommendations, *, category: str |
     trained = _training_rows(recommendations.customer, loaded, config) if index is not None else None
     rows = trained.rows if trained is not None else []
     items = np.array([loaded.product_index[item.product] for item in recommendations.items], dtype=np.int64)
+    categories = _categories(served, items)
     if not rows:  # nothing the model trained on is left (deleted, or changed since): nothing to cite
         supports = [(np.zeros(0, dtype=np.int64), np.zeros(0))] * len(items)
     else:
@@ -140,8 +145,8 @@ def recommendations_explain(recommendations: Recommendations, *, category: str |
             total_engaged=trained.total,
         )
     return {
-        item.product: _model_because(rows, positions, drops)
-        for item, (positions, drops) in zip(recommendations.items, supports, strict=True)
+        item.product: _model_because(rows, positions, drops, category=own)
+        for item, own, (positions, drops) in zip(recommendations.items, categories, supports, strict=True)
     }
 
 
@@ -155,6 +160,7 @@ def _folded_because(recommendations: Recommendations, served, index: int | None)
     """
     loaded = served.loaded
     items = np.array([loaded.product_index[item.product] for item in recommendations.items], dtype=np.int64)
+    categories = _categories(served, items)
     folded_now = recommendations.customer_vector == "folded"
     if folded_now:  # folded at the request, from the products as they are now: the same fold again
         rows = _rows_now(recommendations.customer, served)
@@ -168,8 +174,8 @@ def _folded_because(recommendations: Recommendations, served, index: int | None)
         served = None if folded_now else [t.weight[index].detach().numpy() for t in loaded.model.customer_tables()]
         supports = removal_supports(loaded.model, loaded.prior, loaded.channel_weights, history, items, served=served)
     return {
-        item.product: _model_because(rows, positions, drops)
-        for item, (positions, drops) in zip(recommendations.items, supports, strict=True)
+        item.product: _model_because(rows, positions, drops, category=own)
+        for item, own, (positions, drops) in zip(recommendations.items, categories, supports, strict=True)
     }
 
 
@@ -311,7 +317,14 @@ def _targets(rows: list[dict], unchanged: list[dict], as_of: datetime | None, re
     )
 
 
-def _model_because(rows: list[dict], positions: np.ndarray, drops: np.ndarray) -> Because:
+def _categories(served, items: np.ndarray) -> list[str]:
+    """The recommended items' own categories, as the served catalog facts hold them ("" where none)."""
+    names = {number: name for name, number in served.catalog.category_numbers.items()}
+    return [names.get(int(code), "") for code in served.catalog.category_codes[items].tolist()]
+
+
+def _model_because(rows: list[dict], positions: np.ndarray, drops: np.ndarray, *, category: str) -> Because:
+    """Why the model ranks an item in ``category`` highly: the supporting rows at ``positions``, each its drop."""
     products = [
         SupportingProduct(
             product=rows[p]["product__external_id"],
@@ -332,9 +345,20 @@ def _model_because(rows: list[dict], positions: np.ndarray, drops: np.ndarray) -
         )  # fmt: skip
     taste = list(dict.fromkeys(p.category for p in products if p.category))
     sentence = "Because you " + _joined([_what_you_did(p) for p in products]) + "."
-    if taste:
-        sentence += f" It matches your taste for {_joined(taste)}."
+    if category and category in taste:  # a taste sentence about the item itself, or none
+        sentence += " " + _same_category(category, sum(p.category == category for p in products), len(products))
     return Because("model", REASON_ENGAGED, sentence, products, taste)
+
+
+def _same_category(category: str, alike: int, supporting: int) -> str:
+    """Say that the item is in ``category``, like ``alike`` of the ``supporting`` products behind it."""
+    if supporting == 1:
+        like = "like the product behind it"
+    elif alike == supporting:
+        like = "like both products behind it" if supporting == 2 else f"like all {supporting} products behind it"
+    else:
+        like = f"like {alike} of the {supporting} products behind it"
+    return f"It is in {category}, {like}."
 
 
 def _what_you_did(product: SupportingProduct) -> str:
