@@ -3,6 +3,8 @@
 Called by ``runs.training_run_execute`` with the claimed run and its progress writer;
 it ends the run itself (rejected, failed or succeeded with its promotion, in one
 transaction), and raises TrainingCancelled when a cancel or a sweep got in first.
+A run that would train exactly what the promoted version was trained on (fingerprint.py)
+ends succeeded before training, with no new version.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from training.ml.search import candidates, search
 from training.models import ModelPromotion, ModelVersion, TrainingRun
 
 from .dataset import TrainingData, training_data_load
+from .fingerprint import FINGERPRINT, training_fingerprint
 from training.ml.evaluation import champion_score_fn, gate_decide, model_score_fn, popularity_score_fn
 from .options import BOUNDS, _configs, base_options, resolved_options
 from .run_state import ProgressWriter, Status, run_finish
@@ -72,6 +75,12 @@ def training_pipeline_run(run: TrainingRun, writer: ProgressWriter) -> None:
         "train_rows": len(inner.train.customer_idx),
     }
     base, search_why = base_options(run)
+    base_model_config, base_train_config = _configs(base, **sizes)
+    fingerprint = training_fingerprint(data=data, model_config=base_model_config, train_config=base_train_config,
+                                       searched=bool(search_why))  # fmt: skip
+    # A search's choice depends on its time budget, not only on its inputs: it always runs.
+    if not search_why and _end_if_unchanged(run, fingerprint, data, test_customers):
+        return
     # The refit (when on) trains again on the validation rows too, where they add enough.
     refit_worth_it = refit_adds_enough(train_rows=len(inner.train), all_rows=len(outer.train),
                                        min_share=conf["REFIT_MIN_SHARE"])  # fmt: skip
@@ -188,7 +197,7 @@ def training_pipeline_run(run: TrainingRun, writer: ProgressWriter) -> None:
     version = _save_version(
         run, result.refold(data.interactions), model_config, train_config, prior, data, metrics,
         status=ModelVersion.Status.CANDIDATE if decision.promote else ModelVersion.Status.REJECTED,
-        blend=_blend_of(chosen_blend, data.interactions),
+        blend=_blend_of(chosen_blend, data.interactions), fingerprint=fingerprint,
     )  # fmt: skip
     metrics["total_seconds"] = round(time.monotonic() - started, 2)
     common = {"metrics": metrics, "history": stopped.history}
@@ -212,6 +221,31 @@ def training_pipeline_run(run: TrainingRun, writer: ProgressWriter) -> None:
             version_id=version.pk, actor=f"training-run:{run.pk}", action=ModelPromotion.Action.PROMOTE
         )
         run_finish(run.pk, status=Status.SUCCEEDED, **common)
+
+
+def _end_if_unchanged(run: TrainingRun, fingerprint: str, data: TrainingData, test_customers: int) -> bool:
+    """End the run, succeeded with no new version, if the promoted version was trained on ``fingerprint``.
+
+    Only while that version's artifact still loads: a lost or damaged one is trained again.
+    """
+    promoted = model_version_promoted()
+    if promoted is None or promoted.config.get(FINGERPRINT) != fingerprint:
+        return False
+    try:
+        model_version_verify(promoted)
+    except PromotionRefused as exc:
+        logger.warning("Training run %s trains again: %s", run.pk, exc)
+        return False
+    run_finish(
+        run.pk,
+        status=Status.SUCCEEDED,
+        error=(
+            f"Nothing changed since model version {promoted.pk} (the same data and settings): no new version was "
+            f"trained, and version {promoted.pk} keeps serving."
+        ),
+        metrics={"unchanged": promoted.pk, "fingerprint": fingerprint, "data": _data_summary(data, test_customers)},
+    )
+    return True
 
 
 def _data_summary(data: TrainingData, test_customers: int) -> dict[str, Any]:
@@ -255,10 +289,12 @@ def _evaluate(model, prior, data: TrainingData, outer, seed: int, *, blend: Blen
 
 
 def _save_version(
-    run, model, model_config, train_config, prior, data: TrainingData, metrics, *, status: str, blend: Blend | None
+    run, model, model_config, train_config, prior, data: TrainingData, metrics, *, status: str, blend: Blend | None,
+    fingerprint: str,
 ) -> ModelVersion:
     relative = run_artifact_name(run.pk, timezone.now())
-    config = {"model": model_config.to_dict(), "train": train_config.to_dict()}
+    # The fingerprint: what the run trained on and with, for the next run to compare (fingerprint.py).
+    config = {"model": model_config.to_dict(), "train": train_config.to_dict(), FINGERPRINT: fingerprint}
     path = model_dir() / relative
     # Writing the file is slow I/O: done before, and outside, any transaction.
     sha256 = save_artifact(

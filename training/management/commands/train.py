@@ -111,7 +111,9 @@ class Command(BaseCommand):
             ]
         version = getattr(run, "model_version", None)
         outcome = {
-            "succeeded": f"Promoted: model version {version.pk if version else '?'} now serves.",
+            # A run on unchanged data trains nothing (training/services/fingerprint.py): run.error says which serves.
+            "succeeded": run.error if "unchanged" in metrics else
+                         f"Promoted: model version {version.pk if version else '?'} now serves.",
             "rejected": f"Not promoted: {run.error}",
         }.get(run.status, f"Run {run.status}: {run.error}")
         lines += [outcome, ""]
