@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from .views import customers, overview, products, runs
+from .views import customers, overview, products, rules, runs
 
 app_name = "dashboard"
 
@@ -11,4 +11,5 @@ urlpatterns = [
     *runs.urlpatterns,
     *customers.urlpatterns,
     *products.urlpatterns,
+    *rules.urlpatterns,
 ]

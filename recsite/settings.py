@@ -453,6 +453,9 @@ RECSITE_FRAUD = {
 # Popular products are ranked by one GROUP BY over engagement; each ranking is cached
 # this long (seconds; 0 turns the cache off). A catalog upsert clears it.
 RECSITE_POPULAR_CACHE_SECONDS = env_int("RECSITE_POPULAR_CACHE_SECONDS", 60)
+# Merchandising rules (docs/rules.md): each web process reads the rules in force at most
+# this often, so a rule saved or ended applies within it (and at its start or end time).
+RECSITE_RULES_REFRESH_SECONDS = env_float("RECSITE_RULES_REFRESH_SECONDS", 2.0)
 
 # Training runs and serving (docs/model.md). Each value can be overridden per run
 # (POST /api/v1/training-runs/ {"options": {...}} or manage.py train --option).

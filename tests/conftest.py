@@ -89,3 +89,13 @@ def shop_client(shop_key) -> APIClient:
 @pytest.fixture
 def anonymous_client() -> APIClient:
     return APIClient()
+
+
+@pytest.fixture(autouse=True)
+def _rules_read_afresh():
+    """A process remembers the rules in force for a moment; a test's own rules start from its own database."""
+    from training.services.rules import rules_forget
+
+    rules_forget()
+    yield
+    rules_forget()

@@ -48,11 +48,20 @@ def actor_of(request) -> str:
 # --- recommendations ---
 
 
+class RuleRefSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    name = serializers.CharField()
+    action = serializers.ChoiceField(choices=["pin", "boost", "bury"])
+
+
 class RecommendedItemSerializer(serializers.Serializer):
     product = serializers.CharField()
     score = serializers.FloatField(help_text="Ranks the items, higher first: the model's engagement estimate, or its blend "
-        "with products engaged with together where the run chose one (docs/model.md), or summed engagement when popular.")
+        "with products engaged with together where the run chose one (docs/model.md), or summed engagement when popular. "
+        "Null for a product a merchandising rule pinned that the ranking did not score.", allow_null=True)
     rank = serializers.IntegerField()
+    rule = RuleRefSerializer(allow_null=True, help_text="The merchandising rule that pinned, boosted or buried the "
+                             "item (docs/rules.md), or null.")  # fmt: skip
 
 
 class SupportingProductSerializer(serializers.Serializer):
@@ -70,7 +79,8 @@ class SupportingProductSerializer(serializers.Serializer):
 
 
 class BecauseSerializer(serializers.Serializer):
-    source = serializers.ChoiceField(choices=["model", "popular"], help_text="The strategy the item came from.")
+    source = serializers.ChoiceField(choices=["model", "popular", "rule"], help_text="The strategy the item came "
+                                     "from, or the merchandising rule that pinned it.")  # fmt: skip
     reason = serializers.ChoiceField(choices=list(REASONS))
     sentence = serializers.CharField()
     products = SupportingProductSerializer(
@@ -110,7 +120,11 @@ def recommendations_payload(result: Recommendations) -> dict:
         "model_version": result.model_version,
         "strategy": result.strategy,
         "customer_vector": result.customer_vector,
-        "items": [{"product": i.product, "score": float(i.score), "rank": int(i.rank)} for i in result.items],
+        "items": [
+            {"product": i.product, "score": None if i.score is None else float(i.score), "rank": int(i.rank),
+             "rule": None if i.rule is None else {"id": i.rule.id, "name": i.rule.name, "action": i.rule.action}}
+            for i in result.items
+        ],
     }
 
 

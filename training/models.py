@@ -146,3 +146,63 @@ class ModelPromotion(models.Model):
 
     def __str__(self) -> str:
         return f"{self.action} model version {self.model_version_id}"
+
+
+class MerchandisingRule(models.Model):
+    """A merchandiser's rule over every recommendation list, between its start and end (docs/rules.md)."""
+
+    class Action(models.TextChoices):
+        PIN = "pin"  # a product at a rank
+        BOOST = "boost"  # a product or category up: its position divided by ``factor``
+        BURY = "bury"  # ... down: its position multiplied by ``factor``
+        EXCLUDE = "exclude"  # never in a list
+
+    class Target(models.TextChoices):
+        PRODUCT = "product"
+        CATEGORY = "category"
+
+    name = models.CharField(max_length=100)
+    action = models.CharField(max_length=16, choices=Action.choices)
+    target_type = models.CharField(max_length=16, choices=Target.choices)
+    target = models.CharField(max_length=100)  # a product's external id, or a category
+    rank = models.PositiveSmallIntegerField(null=True, blank=True)  # pin only: 1 is the top
+    factor = models.FloatField(null=True, blank=True)  # boost and bury only: > 1
+    starts_at = models.DateTimeField()
+    ends_at = models.DateTimeField()
+    created_by = models.CharField(max_length=200)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-starts_at", "-id"]
+        indexes = [models.Index(fields=["ends_at", "starts_at"], name="rule_window")]
+        constraints = [
+            models.CheckConstraint(condition=Q(ends_at__gt=models.F("starts_at")), name="rule_ends_after_start"),
+            models.CheckConstraint(
+                condition=~Q(action="pin") | (Q(target_type="product") & Q(rank__gte=1) & Q(rank__lte=100)),
+                name="rule_pin_is_a_product_at_a_rank",
+            ),
+            models.CheckConstraint(
+                condition=~Q(action__in=["boost", "bury"]) | Q(factor__gt=1, factor__lte=100),
+                name="rule_factor_above_one",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"Rule {self.pk} ({self.name})"
+
+
+class MerchandisingRuleChange(models.Model):
+    """The audit trail of rules: who created or ended which, and when."""
+
+    class Change(models.TextChoices):
+        CREATED = "created"
+        ENDED = "ended"
+
+    rule = models.ForeignKey(MerchandisingRule, on_delete=models.CASCADE, related_name="changes")
+    change = models.CharField(max_length=16, choices=Change.choices)
+    actor = models.CharField(max_length=200)  # same vocabulary as TrainingRun.triggered_by
+    snapshot = models.JSONField(default=dict)  # the rule's fields after the change
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]

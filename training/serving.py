@@ -23,6 +23,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -83,8 +84,9 @@ class ServedModel:
 @dataclass(frozen=True)
 class RecommendedItem:
     product: str
-    score: float
+    score: float | None  # None: a product a merchandising rule placed that the ranking did not score
     rank: int
+    rule: Any = None  # training.services.rules.RuleRef: the rule that placed or moved it, if one did
 
 
 @dataclass(frozen=True)

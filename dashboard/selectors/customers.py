@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 from datetime import datetime
 
 from django.db.models import Count, FloatField, Max, QuerySet, Sum
@@ -44,8 +45,9 @@ class EngagementSummary:
 class RecommendationRow:
     rank: int
     product: Product
-    score: float
+    score: float | None  # None: pinned by a merchandising rule, not scored by the ranking
     because: Because | None  # why: the supporting engaged products, or why popular products
+    rule: Any = None  # training.services.rules.RuleRef that pinned, boosted or buried it
 
 
 @dataclass(frozen=True)
@@ -129,7 +131,7 @@ def customer_recommendations(*, customer: Customer, k: int = RECOMMENDATIONS_K) 
     products = Product.objects.in_bulk([item.product for item in served.items], field_name="external_id")
     rows = [
         RecommendationRow(rank=item.rank, product=products[item.product], score=item.score,
-                          because=reasons.get(item.product))  # fmt: skip
+                          because=reasons.get(item.product), rule=item.rule)  # fmt: skip
         for item in served.items
         if item.product in products  # deleted since the model was trained: nothing to link to
     ]

@@ -18,7 +18,7 @@ from django.utils import timezone
 from engagement.models import Customer, Engagement, Product, ProductDay
 from tests.dashboard.browser import log_in, screenshot
 from tests.dashboard.conftest import PASSWORD
-from training.models import ModelVersion, TrainingRun
+from training.models import MerchandisingRule, ModelVersion, TrainingRun
 from training.services.versions import model_version_promote
 
 WIDTHS = [1366, 390]
@@ -200,6 +200,12 @@ def _every_page(page, base: str, shop: Shop, username: str, width: int):
     yield named("product", _visit(page, product, ready="#similar-products"))
     page.locator("#product-reach[data-customers]").wait_for()
     yield named("product-with-reach", page.evaluate(MEASURE))
+    MerchandisingRule.objects.create(
+        name="Autumn outerwear campaign: women's long coats first", action="pin", target_type="product",
+        target=shop.product, rank=1, starts_at=timezone.now(), ends_at=timezone.now() + timedelta(days=30),
+        created_by=f"user:{username}",
+    )  # fmt: skip
+    yield named("rules", _visit(page, f"{base}{reverse('dashboard:rule_list')}", ready="#rule-form"))
     missing = f"{base}/dashboard/customers/{_customer_id(99_999_999)}/"
     yield named("not-found", _visit(page, missing, status=404))
 

@@ -48,8 +48,9 @@ REASON_NOT_IN_MODEL = "not_in_model"  # engaged since the serving model was trai
 REASON_ENGAGED = "engaged_products"  # the cited products support it
 REASON_NO_SUPPORT = "no_support"  # none of the customer's products stands out
 REASON_MODEL_CHANGED = "model_changed"  # a new version was swapped in between ranking and explaining
+REASON_RULE = "rule"  # a merchandising rule pinned it there (training/services/rules.py)
 REASONS = (REASON_ENGAGED, REASON_NO_SUPPORT, REASON_MODEL_CHANGED, REASON_NO_MODEL, REASON_NEW_CUSTOMER,
-           REASON_NOT_IN_MODEL)  # fmt: skip
+           REASON_NOT_IN_MODEL, REASON_RULE)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -81,7 +82,7 @@ def seconds_text(seconds: float) -> str:
 
 @dataclass(frozen=True)
 class Because:
-    source: str  # "model" or "popular"
+    source: str  # "model", "popular" or "rule"
     reason: str  # one of REASONS
     sentence: str
     products: list[SupportingProduct] = field(default_factory=list)
