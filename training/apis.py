@@ -8,7 +8,6 @@ from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import (
     OpenApiResponse,
     extend_schema,
-    extend_schema_field,
     extend_schema_serializer,
     inline_serializer,
 )
@@ -35,7 +34,7 @@ from .services import (
 from .selectors import recommendations_get
 from .serving import MAX_K, Recommendations
 from .services.explain import REASONS, products_similar
-from .services.options import BOUNDS as OPTION_BOUNDS
+from .api_fields import FractionBelowOneField, StrictNumberField, bounded
 
 
 def actor_of(request) -> str:
@@ -60,8 +59,7 @@ class RecommendedItemSerializer(serializers.Serializer):
         "with products engaged with together where the run chose one (docs/model.md), or summed engagement when popular. "
         "Null for a product a merchandising rule pinned that the ranking did not score.", allow_null=True)
     rank = serializers.IntegerField()
-    rule = RuleRefSerializer(allow_null=True, help_text="The merchandising rule that pinned, boosted or buried the "
-                             "item (docs/rules.md), or null.")  # fmt: skip
+    rule = RuleRefSerializer(allow_null=True, help_text="The merchandising rule that moved it (docs/rules.md), or null.")
 
 
 class SupportingProductSerializer(serializers.Serializer):
@@ -120,11 +118,8 @@ def recommendations_payload(result: Recommendations) -> dict:
         "model_version": result.model_version,
         "strategy": result.strategy,
         "customer_vector": result.customer_vector,
-        "items": [
-            {"product": i.product, "score": None if i.score is None else float(i.score), "rank": int(i.rank),
-             "rule": None if i.rule is None else {"id": i.rule.id, "name": i.rule.name, "action": i.rule.action}}
-            for i in result.items
-        ],
+        "items": [{"product": i.product, "score": None if i.score is None else float(i.score), "rank": int(i.rank),
+                   "rule": None if i.rule is None else asdict(i.rule)} for i in result.items],
     }
 
 
@@ -232,33 +227,6 @@ class TrainingRunOutputSerializer(serializers.ModelSerializer):
     def get_model_version(self, run: TrainingRun) -> int | None:
         version = getattr(run, "model_version", None)
         return version.pk if version is not None else None
-
-
-class StrictNumberField(serializers.FloatField):
-    """A JSON number: "0.1" and true are wrong types (a bool is an int to Python)."""
-
-    def to_internal_value(self, data):
-        if isinstance(data, bool) or not isinstance(data, (int, float)):
-            self.fail("invalid")
-        try:
-            return super().to_internal_value(data)
-        except OverflowError:  # an integer beyond a float's range
-            self.fail("invalid")
-
-
-@extend_schema_field({"type": "number", "minimum": 0, "maximum": 1, "exclusiveMaximum": True})
-class FractionBelowOneField(StrictNumberField):
-    def to_internal_value(self, data):
-        value = super().to_internal_value(data)
-        if not 0 <= value < 1:
-            raise ValidationError("Must be at least 0 and less than 1.")
-        return value
-
-
-def bounded(field: type[serializers.Field], name: str, **kwargs) -> serializers.Field:
-    """An optional option field with the service's bounds (options.BOUNDS): checked, and in the schema."""
-    low, high = OPTION_BOUNDS[name]
-    return field(min_value=low, max_value=high, required=False, **kwargs)
 
 
 @extend_schema_serializer(component_name="TrainingOptions")
