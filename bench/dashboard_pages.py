@@ -121,6 +121,7 @@ def time_pages(*, repeat: int) -> list[dict]:
         ("products (90 days, clicks)", "/dashboard/products/?days=90&sort=clicks", {}),
         ("products (7 days, dwell, category)", f"/dashboard/products/?days=7&sort=dwell&category={category}", {}),
         ("product", f"/dashboard/products/{product}/", {}),
+        ("merchandising rules", "/dashboard/rules/", {}),
     ]
     client.get(f"/dashboard/customers/{customer}/")  # once per process: imports, the model's load
     rows = []
